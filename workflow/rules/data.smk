@@ -1,0 +1,67 @@
+# Data generation: one PySCF job per chunk of structures.  Each structure's labels are
+# written as they complete, so a killed chunk resumes where it stopped.
+import json
+
+
+def dft_args():
+    dft = config["dft"]
+    args = [f"--basis {dft['basis']}", f"--xc {dft['xc']}", f"--cutoff {config['cutoff']}"]
+    if dft.get("pseudo"):
+        args.append(f"--pseudo {dft['pseudo']}")
+    args.append("--kmesh " + " ".join(str(k) for k in dft.get("kmesh", [1, 1, 1])))
+    args.append(f"--conv-tol {dft.get('conv_tol', 1e-9)} --max-cycle {dft.get('max_cycle', 100)}")
+    return " ".join(args)
+
+
+def split_arg():
+    split = config["split"]
+    parts = [f"{k}={split[k]}" for k in ("train", "val", "test") if k in split]
+    return ",".join(parts) + f" --seed {split.get('seed', 0)}"
+
+
+rule structures:
+    output:
+        structures=f"{WORK}/structures.extxyz",
+        spec=f"{WORK}/structures.json",
+    params:
+        spec=json.dumps(config["structures"]),
+    log:
+        f"{WORK}/logs/structures.log",
+    shell:
+        "echo '{params.spec}' > {output.spec} && "
+        "ehpc-structures --spec {output.spec} --out {output.structures} > {log} 2>&1"
+
+
+rule labels:
+    input:
+        rules.structures.output.structures,
+    output:
+        f"{WORK}/labels/chunk_{{chunk}}.done",
+    params:
+        dft=dft_args(),
+        n_chunks=N_CHUNKS,
+        out_dir=f"{WORK}/labels",
+    log:
+        f"{WORK}/logs/labels_{{chunk}}.log",
+    resources:
+        runtime=240,
+        mem_mb=8000,
+    threads: 2
+    shell:
+        "OMP_NUM_THREADS={threads} ehpc-datagen --structures {input} {params.dft} "
+        "--out-dir {params.out_dir} --chunk {wildcards.chunk} --n-chunks {params.n_chunks} "
+        "--summary {output} > {log} 2>&1"
+
+
+rule dataset:
+    input:
+        expand(f"{WORK}/labels/chunk_{{chunk}}.done", chunk=range(N_CHUNKS)),
+    output:
+        f"{WORK}/dataset.h5",
+    params:
+        labels=f"{WORK}/labels",
+        split=split_arg(),
+    log:
+        f"{WORK}/logs/dataset.log",
+    shell:
+        "ehpc-dataset --labels {params.labels} --out {output} --split {params.split} > {log} 2>&1"
