@@ -19,6 +19,7 @@ inverted molecules and crystals.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,9 +167,10 @@ def _element_basis(name: str, pseudo: str | None, symbol: str) -> ElementBasis:
 
             mol = pbcgto.Cell(atom=f"{symbol} 0 0 0", basis=name, pseudo=pseudo, a=np.eye(3) * 10.0)
             mol.verbose = 0
-            mol.spin = 0
-            mol.build()
-            mol.spin = mol.nelectron % 2
+            with warnings.catch_warnings():
+                # the spin is unknown until the pseudopotential is read; only counts are used
+                warnings.simplefilter("ignore")
+                mol.build()
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
         hint = f" with pseudopotential {pseudo!r}" if pseudo else ""
         raise BasisError(

@@ -14,6 +14,7 @@ BOHR_TO_ANGSTROM: float = float(ase.units.Bohr)
 ANGSTROM_TO_BOHR: float = 1.0 / BOHR_TO_ANGSTROM
 EV_TO_MICROHARTREE: float = EV_TO_HARTREE * 1.0e6
 EV_TO_MEV: float = 1.0e3
+BOLTZMANN_EV_PER_K: float = float(ase.units.kB)
 
 ENERGY_UNIT = "eV"
 LENGTH_UNIT = "Angstrom"

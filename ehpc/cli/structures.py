@@ -1,54 +1,42 @@
-"""``ehpc-structures``: build the structures a workflow will label, from a spec list.
+"""``ehpc-structures``: build the structures a workflow will label, from a spec file.
 
-The spec is a JSON or YAML list of source dicts (see :func:`ehpc.sources.from_spec`);
-the output is one extended-XYZ file with every structure named in ``info["name"]``.
+The spec is a YAML or JSON list of sources (see :func:`ehpc.sources.from_spec`): files,
+rattled/strained supercells, molecular conformers.  The output is one extended-XYZ file
+with every structure checked and named in ``info["name"]``.  Molecular conformers need a
+Hessian, computed with ``--basis``/``--xc`` and cached beside the output.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 from pathlib import Path
+
+from ..basis import Basis
+from . import run_main, summary
 
 PROG = "ehpc-structures"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, type=Path, help="JSON or YAML list of source dicts")
+    parser = argparse.ArgumentParser(prog=PROG, description=summary(__doc__))
+    parser.add_argument("--spec", required=True, type=Path, help="YAML/JSON list of structure sources")
     parser.add_argument("--out", required=True, type=Path, help="output .extxyz file")
+    parser.add_argument("--basis", default="def2-svp", help="basis of conformer Hessians")
+    parser.add_argument("--pseudo", default=None, help="pseudopotential of conformer Hessians")
+    parser.add_argument("--xc", default="pbe", help="functional of conformer Hessians")
     return parser
-
-
-def load_spec(path: Path) -> list[dict]:
-    import yaml
-
-    if not path.is_file():
-        raise ValueError(f"{path}: spec file not found")
-    text = path.read_text()
-    spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    if isinstance(spec, dict):
-        spec = spec.get("structures", [spec])
-    if not isinstance(spec, list) or not spec:
-        raise ValueError(f"{path}: expected a non-empty list of structure sources")
-    return spec
 
 
 def run(args: argparse.Namespace) -> int:
     import ase.io
 
-    from ..sources import from_spec
+    from ..sources import from_spec_file
     from ..structure import validate
 
-    frames = []
-    for k, source in enumerate(load_spec(args.spec)):
-        frames += from_spec(source)
-    names = [a.info["name"] for a in frames]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"{args.spec}: structure names repeat across sources: {duplicates[:5]}")
+    basis = Basis(args.basis, args.pseudo)
+    cache = args.out.parent / ".hessians"
+    frames = from_spec_file(args.spec, basis, args.xc, cache_dir=cache)
     for atoms in frames:
         validate(atoms, atoms.info["name"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -60,13 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, KeyError, OSError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+    return run_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

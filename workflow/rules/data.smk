@@ -22,14 +22,16 @@ def split_arg():
 rule structures:
     output:
         structures=f"{WORK}/structures.extxyz",
-        spec=f"{WORK}/structures.json",
     params:
         spec=json.dumps(config["structures"]),
+        spec_file=f"{WORK}/structures.json",
+        hessian=f"--basis {config['dft']['basis']} --xc {config['dft']['xc']}",
     log:
         f"{WORK}/logs/structures.log",
     shell:
-        "echo '{params.spec}' > {output.spec} && "
-        "ehpc-structures --spec {output.spec} --out {output.structures} > {log} 2>&1"
+        "mkdir -p $(dirname {params.spec_file}) && echo '{params.spec}' > {params.spec_file} && "
+        "ehpc-structures --spec {params.spec_file} --out {output.structures} {params.hessian} "
+        "> {log} 2>&1"
 
 
 rule labels:

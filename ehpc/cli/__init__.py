@@ -1,0 +1,64 @@
+"""Console scripts: one module per command, ``main(argv)`` parses and ``run(args)`` works.
+
+Bad input (a broken structure, a missing file, a wrong option value) ends the command
+with one line ``<prog>: error: <message>`` on stderr and exit status 2, never a traceback;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable
+
+#: exit status for bad input, as argparse uses for bad options
+USAGE_ERROR = 2
+
+
+class CLIError(ValueError):
+    """An option value that is well-formed but unusable (e.g. ``--chunk`` past ``--n-chunks``)."""
+
+
+def summary(doc: str) -> str:
+    """First line of a module docstring, without reST markup, for ``--help``."""
+    return doc.strip().splitlines()[0].replace("``", "")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "the input is wrong", not "ehpc is wrong"."""
+    from ..basis import BasisError
+    from ..io.dataset import DatasetError
+    from ..io.deeph import DeepHError
+    from ..io.splits import SplitError
+    from ..sources import SourceError
+    from ..structure import StructureError
+
+    return (CLIError, StructureError, BasisError, SourceError, DatasetError, DeepHError, SplitError,
+            OSError)
+
+
+def run_main(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], int],
+    argv: list[str] | None,
+) -> int:
+    """Parse ``argv``, call ``run`` and turn user errors into one line and status 2.
+
+    Returns:
+        the exit status (argparse's own status for ``--help`` or bad options).
+    """
+    # PySCF advertises basis-set-exchange when a basis lacks an element; the one-line
+    # error below already says the element is missing.
+    warnings.filterwarnings("ignore", message="Basis may be available in basis-set-exchange")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        return int(run(args))
+    except user_errors() as err:
+        message = " ".join(str(err).split())
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return USAGE_ERROR

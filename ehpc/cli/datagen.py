@@ -1,0 +1,231 @@
+"""``ehpc-datagen``: label structures with PySCF, one resumable file per structure.
+
+Every structure is checked before any DFT runs, so a bad one in a batch of thousands
+stops the job at once with its name.  Each finished structure is written to
+``OUT_DIR/<name>.h5`` (atomically) as soon as it completes: a killed job loses only the
+structure in progress, and a rerun skips every file already there.  A structure whose
+SCF does not converge is reported on stderr and in ``OUT_DIR/<name>.failed.json`` and
+never enters the dataset; a rerun tries it again.
+
+``--chunk K --n-chunks N`` takes every N-th structure from the K-th, one SLURM array
+task per chunk; all chunks can share one ``OUT_DIR``.  Merge the results with
+``ehpc-dataset``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from .. import __version__
+from ..basis import Basis
+from ..io.dataset import Dataset, DatasetError, DatasetWriter
+from ..sources import check_unique_names, from_file, from_spec_file
+from ..structure import validate
+from . import CLIError, run_main, summary
+
+PROG = "ehpc-datagen"
+FAILED_SUFFIX = ".failed.json"
+HESSIAN_CACHE = ".hessians"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=summary(__doc__))
+    source = parser.add_argument_group("structures (at least one)")
+    source.add_argument("--structures", nargs="+", type=Path, default=[], metavar="FILE",
+                        help="structure files any ase.io.read format")
+    source.add_argument("--spec", nargs="+", type=Path, default=[], metavar="FILE",
+                        help="YAML/JSON structure specs (see ehpc.sources.from_spec)")
+    level = parser.add_argument_group("level of theory")
+    level.add_argument("--basis", required=True, help="PySCF basis, e.g. def2-svp or gth-dzvp")
+    level.add_argument("--pseudo", default=None,
+                       help="GTH pseudopotential (default gth-pbe for gth-* bases)")
+    level.add_argument("--xc", required=True, help="exchange-correlation functional, e.g. pbe")
+    level.add_argument("--cutoff", type=float, required=True,
+                       help="atom-pair cutoff of stored blocks, Å")
+    level.add_argument("--kmesh", type=int, nargs=3, default=[1, 1, 1], metavar=("K1", "K2", "K3"),
+                       help="k-point mesh of periodic cells")
+    level.add_argument("--max-cycle", type=int, default=100, help="SCF iteration limit")
+    level.add_argument("--conv-tol", type=float, default=1e-9, help="SCF energy tolerance, Hartree")
+    parser.add_argument("--out-dir", type=Path, required=True,
+                        help="folder of per-structure .h5 files")
+    parser.add_argument("--chunk", type=int, default=0, help="this job's chunk, 0-based")
+    parser.add_argument("--n-chunks", type=int, default=1,
+                        help="number of chunks the structures are split into")
+    parser.add_argument("--summary", type=Path, default=None, metavar="FILE",
+                        help="write the chunk's counts as JSON when it finishes (a workflow marker)")
+    return parser
+
+
+@dataclass
+class Tally:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.done} done, {self.skipped} skipped, {self.failed} failed"
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_options(args)
+    basis = Basis(args.basis, args.pseudo)
+    structures = collect_structures(args, basis)
+    for atoms in structures:
+        validate(atoms, atoms.info["name"], basis)
+    mine = structures[args.chunk::args.n_chunks]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    tally = label_all(mine, args, basis)
+    print(f"{PROG}: {tally} (chunk {args.chunk}/{args.n_chunks}: "
+          f"{len(mine)} of {len(structures)} structures)")
+    if args.summary is not None and tally.done + tally.skipped > 0:
+        _write_summary(args.summary, tally, args, len(mine))
+    return 0 if tally.done + tally.skipped > 0 or tally.failed == 0 else 1
+
+
+def _write_summary(path: Path, tally: Tally, args: argparse.Namespace, n_structures: int) -> None:
+    doc = {"chunk": args.chunk, "n_chunks": args.n_chunks, "structures": n_structures,
+           "done": tally.done, "skipped": tally.skipped, "failed": tally.failed,
+           "out_dir": str(args.out_dir)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if not args.structures and not args.spec:
+        raise CLIError("no structures: give --structures FILE or --spec FILE")
+    if args.n_chunks < 1 or not 0 <= args.chunk < args.n_chunks:
+        raise CLIError(
+            f"--chunk {args.chunk} must be in 0..{args.n_chunks - 1} (--n-chunks {args.n_chunks})"
+        )
+    if not args.cutoff > 0:
+        raise CLIError(f"--cutoff must be positive, got {args.cutoff}")
+    if min(args.kmesh) < 1:
+        raise CLIError(f"--kmesh needs three positive integers, got {args.kmesh}")
+    if args.max_cycle < 1 or not args.conv_tol > 0:
+        raise CLIError("--max-cycle and --conv-tol must be positive")
+
+
+def collect_structures(args: argparse.Namespace, basis: Basis) -> list[Atoms]:
+    """All structures of the run, in a fixed order, with unique file-safe names."""
+    structures: list[Atoms] = []
+    for path in args.structures:
+        structures += from_file(path)
+    for path in args.spec:
+        structures += from_spec_file(path, basis, args.xc, cache_dir=args.out_dir / HESSIAN_CACHE)
+    check_unique_names(structures)
+    for atoms in structures:
+        _check_file_name(atoms.info["name"])
+    return structures
+
+
+def _check_file_name(name: str) -> None:
+    if name.startswith(".") or any(c in name for c in "/\\\0") or any(c.isspace() for c in name):
+        raise CLIError(
+            f"{name!r}: structure name cannot become a file name (no '/', whitespace or "
+            "leading '.'); rename the file or set atoms.info['name']"
+        )
+
+
+def label_all(structures: list[Atoms], args: argparse.Namespace, basis: Basis) -> Tally:
+    from tqdm import tqdm
+
+    tally = Tally()
+    bar = tqdm(structures, desc=PROG, unit="structure", disable=None, file=sys.stderr)
+    for atoms in bar:
+        outcome = label_one(atoms, args, basis)
+        setattr(tally, outcome, getattr(tally, outcome) + 1)
+        bar.set_postfix_str(str(tally), refresh=False)
+    bar.close()
+    if tally.skipped:
+        print(f"{PROG}: skipped {tally.skipped} structure(s) already labelled in {args.out_dir}",
+              file=sys.stderr)
+    return tally
+
+
+def label_one(atoms: Atoms, args: argparse.Namespace, basis: Basis) -> str:
+    """Label one structure unless its file exists; returns "done", "skipped" or "failed"."""
+    from tqdm import tqdm
+
+    from ..dft import SCFNotConverged, label_structure, pyscf_version
+
+    name = atoms.info["name"]
+    path = args.out_dir / f"{name}.h5"
+    failed = args.out_dir / f"{name}{FAILED_SUFFIX}"
+    if path.is_file():
+        problem = _finished_problem(path, name)
+        if problem is None:
+            return "skipped"
+        tqdm.write(f"{PROG}: {name}: existing {path.name} is unusable ({problem}); recomputing",
+                   file=sys.stderr)
+    _remove_partial_files(args.out_dir, name)
+    try:
+        record = label_structure(atoms, basis, args.xc, args.cutoff, name, kmesh=tuple(args.kmesh),
+                                 conv_tol=args.conv_tol, max_cycle=args.max_cycle)
+        if record.attrs.get("converged") is False:
+            raise SCFNotConverged(f"{name}: SCF not converged")
+    except (SCFNotConverged, np.linalg.LinAlgError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        _write_failure(failed, name, reason, type(err).__name__, args, basis)
+        tqdm.write(f"{PROG}: {name}: {reason}; left out of the dataset (see {failed})",
+                   file=sys.stderr)
+        return "failed"
+    with DatasetWriter(path, basis, args.xc, code="pyscf", code_version=pyscf_version()) as writer:
+        writer.write(record)
+    failed.unlink(missing_ok=True)
+    return "done"
+
+
+def _finished_problem(path: Path, name: str) -> str | None:
+    """None if ``path`` is a readable dataset holding ``name``, else what is wrong."""
+    try:
+        data = Dataset(path)
+    except DatasetError as err:
+        return str(err)
+    return None if name in data.names else f"it does not hold structure {name!r}"
+
+
+def _remove_partial_files(out_dir: Path, name: str) -> None:
+    """Delete temporary files a killed job left for this structure (this chunk owns it)."""
+    for tmp in glob.glob(os.path.join(glob.escape(str(out_dir)), f".{glob.escape(name)}.h5.*.tmp")):
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _write_failure(
+    path: Path, name: str, reason: str, kind: str, args: argparse.Namespace, basis: Basis
+) -> None:
+    record = {
+        "name": name,
+        "reason": reason,
+        "error": kind,
+        "basis": basis.name,
+        "pseudo": basis.pseudo,
+        "xc": args.xc,
+        "max_cycle": args.max_cycle,
+        "conv_tol": args.conv_tol,
+        "kmesh": list(args.kmesh),
+        "ehpc_version": __version__,
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(PROG, build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

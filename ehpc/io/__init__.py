@@ -1,0 +1,1 @@
+"""On-disk formats: the block-sparse HDF5 dataset, its splits, and DeepH folders."""

@@ -1,0 +1,64 @@
+"""``ehpc-basis`` output against PySCF and e3nn evaluated here directly."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from e3nn import o3
+from pyscf import gto
+from pyscf.pbc import gto as pbcgto
+
+from ehpc.cli import basis as basis_cli
+
+
+def pyscf_cell(symbol: str, basis: str) -> pbcgto.Cell:
+    cell = pbcgto.Cell(atom=f"{symbol} 0 0 0", basis=basis, pseudo="gth-pbe", a=np.eye(3) * 10.0, verbose=0)
+    cell.spin = 0
+    cell.build()
+    return cell
+
+
+def test_json_matches_pyscf_and_e3nn(capsys):
+    assert basis_cli.main(["gth-dzvp", "Si", "8", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["basis"] == "gth-dzvp" and info["pseudo"] == "gth-pbe"
+    for symbol, z in (("Si", 14), ("O", 8)):
+        cell = pyscf_cell(symbol, "gth-dzvp")
+        entry = info["elements"][symbol]
+        assert entry["Z"] == z
+        assert entry["nao"] == cell.nao_nr()
+        assert entry["n_valence"] == round(cell.atom_charge(0))
+        assert entry["n_core"] == z - round(cell.atom_charge(0))
+        ls = [int(cell.bas_angular(b)) for b in range(cell.nbas) for _ in range(cell.bas_nctr(b))]
+        assert entry["ls"] == ls
+        assert sum(entry["shells_per_l"].values()) == len(ls)
+    frame = info["e3nn_frame"]
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(40, 3))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    for l_text, entry in info["pyscf_to_e3nn"].items():
+        l = int(l_text)
+        mol = gto.M(atom="H 0 0 0", basis={"H": [[l, [1.0, 1.0]]]}, spin=1, verbose=0)
+        y_pyscf = mol.eval_gto("GTOval_sph", points)  # [n, 2l+1]
+        y_e3nn = o3.spherical_harmonics(l, torch.as_tensor(points[:, frame]), normalize=True).numpy()
+        for k, (p, s) in enumerate(zip(entry["perm"], entry["signs"])):
+            ratio = y_e3nn[:, k] / (s * y_pyscf[:, p])
+            assert np.all(ratio > 0)
+            np.testing.assert_allclose(ratio, ratio[0], rtol=1e-8)
+
+
+def test_text_output(capsys):
+    assert basis_cli.main(["def2-svp", "O", "H"]) == 0
+    out = capsys.readouterr().out
+    assert "O (Z=8): nao 14, valence 8, core 0" in out
+    assert "H (Z=1): nao 5, valence 1, core 0" in out
+    assert "l=1: perm [1, 2, 0]" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [(["gth-szv", "U"], "element U is not available in basis 'gth-szv'"),
+                                              (["gth-szv", "Xx"], "'Xx' is not a chemical symbol")])
+def test_unknown_element_is_one_line(capsys, argv, message):
+    assert basis_cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ehpc-basis: error: ") and message in err[0]
