@@ -1,0 +1,380 @@
+"""Structures and dataset records -> graph tensors, and the plan that lays out H blocks.
+
+A :class:`Graph` holds what the network reads (species, positions, directed edges with
+their periodic offsets) and a :class:`BlockPlan`: which atom pairs to predict and where
+each block goes in the dataset's flat, unpadded layout (``ehpc.io.dataset.block_offsets``).
+
+Targets stay in PySCF AO order and eV.  The network itself works in e3nn's order and
+frame; its last, fixed linear map (``ehpc.nn.blocks.PairBlockSpec.matrix``) already
+contains the signed permutation ``ehpc.basis.pyscf_to_e3nn``, so data never needs
+converting and the loss is over the very numbers the dataset stores.
+
+Hermiticity: H_ji(-S) = H_ij(S)^T.  The plan names each unordered pair once, in its
+canonical direction (i < j, or i == j with S lexicographically positive); the model
+predicts that block from both directed edges and every requested direction is read off
+it, the reverse one by transposition, so the identity holds bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from ..basis import Basis
+from ..graph import neighbour_list
+from ..io.dataset import HamiltonianRecord, block_offsets
+
+
+class GraphError(ValueError):
+    """A structure or pair list the model cannot turn into blocks."""
+
+
+@dataclass
+class OnsiteGroup:
+    """On-site blocks (i, i, 0) of atoms of one species.
+
+    Attributes:
+        species: index of the element in the model's element list.
+        nodes: atoms whose on-site block is wanted.   # [n]
+    """
+
+    species: int
+    nodes: torch.Tensor
+
+
+@dataclass
+class OffsiteGroup:
+    """Unordered atom pairs whose canonical direction joins species (a, b).
+
+    Attributes:
+        species: (a, b) of the canonical direction i -> j.
+        forward: edge index of the canonical direction (i, j, S).     # [n]
+        reverse: edge index of the reverse direction (j, i, -S).      # [n]
+        direct: rows wanted as (i, j, S), in output order.            # [k]
+        flipped: rows wanted as (j, i, -S), in output order.          # [k']
+    """
+
+    species: tuple[int, int]
+    forward: torch.Tensor
+    reverse: torch.Tensor
+    direct: torch.Tensor
+    flipped: torch.Tensor
+
+
+@dataclass
+class BlockPlan:
+    """Where the model's block pieces go: ``flat = cat(pieces)[gather]``.
+
+    Pieces come in this order: each on-site group, then for each off-site group its
+    direct rows followed by its flipped (transposed) rows.
+    """
+
+    onsite: list[OnsiteGroup]
+    offsite: list[OffsiteGroup]
+    gather: torch.Tensor  # [n_entries]
+    n_entries: int
+
+    def to(self, device) -> "BlockPlan":
+        return BlockPlan(
+            [OnsiteGroup(g.species, g.nodes.to(device)) for g in self.onsite],
+            [
+                OffsiteGroup(g.species, g.forward.to(device), g.reverse.to(device),
+                             g.direct.to(device), g.flipped.to(device))
+                for g in self.offsite
+            ],
+            self.gather.to(device),
+            self.n_entries,
+        )
+
+
+@dataclass
+class Graph:
+    """One structure, or several concatenated into a batch.
+
+    Attributes:
+        species: element index of each atom (into ``elements``).      # [n_atoms]
+        positions: Cartesian positions in Å.                          # [n_atoms, 3]
+        edge_index: (i, j) of every directed edge within the cutoff.  # [2, n_edges]
+        edge_offset: ``S @ cell`` of each edge in Å.                  # [n_edges, 3]
+        edge_rows: ``[Sx, Sy, Sz, i, j]`` of each edge.               # [n_edges, 5]
+        pairs: requested ``[Rx, Ry, Rz, i, j]`` rows, in output order. # [n_pairs, 5]
+        nao: orbitals per species.                                    # [n_species]
+        plan: the block layout of ``pairs``.
+        target: flat H blocks of ``pairs`` in eV, PySCF order.        # [n_entries]
+        onsite_entries: which flat entries belong to on-site blocks.  # [n_entries]
+        names: structure names in the batch.
+        pair_ranges: ``pairs`` row range of each structure.
+    """
+
+    species: torch.Tensor
+    positions: torch.Tensor
+    edge_index: torch.Tensor
+    edge_offset: torch.Tensor
+    edge_rows: np.ndarray
+    pairs: np.ndarray
+    nao: np.ndarray
+    plan: BlockPlan
+    target: torch.Tensor | None = None
+    onsite_entries: torch.Tensor | None = None
+    names: list[str] = field(default_factory=list)
+    pair_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.species)
+
+    @property
+    def n_edges(self) -> int:
+        return self.edge_index.shape[1]
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "Graph":
+        """Move to ``device``; floating inputs also to ``dtype``.
+
+        The target stays float64: a float32 model's errors are then measured against
+        the exact labels, not against labels rounded to float32 (~1e-5 eV at core levels).
+        """
+
+        def move(t):
+            if t is None:
+                return None
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+        return replace(
+            self,
+            species=move(self.species),
+            positions=move(self.positions),
+            edge_index=move(self.edge_index),
+            edge_offset=move(self.edge_offset),
+            plan=self.plan.to(device) if device is not None else self.plan,
+            target=None if self.target is None else self.target.to(device=device),
+            onsite_entries=move(self.onsite_entries),
+        )
+
+
+def species_index(numbers, elements, where: str = "structure") -> np.ndarray:
+    """Position of each atomic number in ``elements``; a one-line error for a stranger."""
+    from ase.data import chemical_symbols
+
+    numbers = np.asarray(numbers, dtype=np.int64)
+    table = np.full(max(int(numbers.max(initial=0)), max(elements)) + 1, -1, dtype=np.int64)
+    table[np.asarray(elements, dtype=np.int64)] = np.arange(len(elements))
+    index = table[numbers]
+    if (index < 0).any():
+        z = int(numbers[np.flatnonzero(index < 0)[0]])
+        known = ", ".join(chemical_symbols[e] for e in elements)
+        raise GraphError(
+            f"{where}: element {chemical_symbols[z]} is not among the model's elements [{known}]"
+        )
+    return index
+
+
+def reverse_pairs(pairs: np.ndarray) -> np.ndarray:
+    """(i, j, S) -> (j, i, -S) for ``[Sx, Sy, Sz, i, j]`` rows."""
+    return np.column_stack([-pairs[:, :3], pairs[:, 4], pairs[:, 3]])  # [n, 5]
+
+
+def match_rows(query: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Index in ``table`` of each row of ``query`` (-1 where absent); integer rows."""
+    if len(table) == 0 or len(query) == 0:
+        return np.full(len(query), -1, dtype=np.int64)
+    t = _row_keys(table)
+    q = _row_keys(query)
+    order = np.argsort(t, kind="stable")
+    pos = np.searchsorted(t[order], q).clip(max=len(t) - 1)
+    found = order[pos]
+    return np.where(t[found] == q, found, -1).astype(np.int64)
+
+
+def _row_keys(rows: np.ndarray) -> np.ndarray:
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+
+
+def _is_onsite(pairs: np.ndarray) -> np.ndarray:
+    return (pairs[:, 3] == pairs[:, 4]) & ~pairs[:, :3].any(axis=1)
+
+
+def _is_canonical(pairs: np.ndarray) -> np.ndarray:
+    """i < j, or i == j with the first non-zero shift component positive."""
+    s = pairs[:, :3]
+    first = np.argmax(s != 0, axis=1)
+    positive = s[np.arange(len(s)), first] > 0
+    return (pairs[:, 3] < pairs[:, 4]) | ((pairs[:, 3] == pairs[:, 4]) & positive)
+
+
+def build_plan(pairs: np.ndarray, species: np.ndarray, edge_rows: np.ndarray, nao: np.ndarray,
+               where: str = "structure") -> BlockPlan:
+    """Group requested pairs by species and direction and lay their blocks out flat.
+
+    Args:
+        pairs: requested ``[Rx, Ry, Rz, i, j]`` rows.     # [n_pairs, 5]
+        species: element index of each atom.              # [n_atoms]
+        edge_rows: ``[Sx, Sy, Sz, i, j]`` of the graph's directed edges.  # [n_edges, 5]
+        nao: orbitals per species.                        # [n_species]
+        where: structure name for error messages.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
+    atom_nao = nao[species]  # [n_atoms]
+    offsets = block_offsets(pairs, atom_nao)  # [n_pairs + 1]
+    onsite = _is_onsite(pairs)
+    pieces: list[np.ndarray] = []  # destination of every flat entry, piece by piece
+
+    def destinations(rows: np.ndarray) -> np.ndarray:
+        if len(rows) == 0:
+            return np.zeros(0, dtype=np.int64)
+        size = offsets[rows[0] + 1] - offsets[rows[0]]
+        return (offsets[rows][:, None] + np.arange(size)).ravel()
+
+    onsite_groups = []
+    onsite_rows = np.flatnonzero(onsite)
+    for a in np.unique(species[pairs[onsite_rows, 3]]):
+        rows = onsite_rows[species[pairs[onsite_rows, 3]] == a]
+        onsite_groups.append(OnsiteGroup(int(a), torch.as_tensor(pairs[rows, 3])))
+        pieces.append(destinations(rows))
+
+    off_rows = np.flatnonzero(~onsite)
+    off = pairs[off_rows]
+    canonical = _is_canonical(off)
+    canon = np.where(canonical[:, None], off, reverse_pairs(off))  # [n_off, 5]
+    unique, inverse = np.unique(canon, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    forward = match_rows(unique, edge_rows)
+    reverse = match_rows(reverse_pairs(unique), edge_rows)
+    missing = np.flatnonzero((forward < 0) | (reverse < 0))
+    if len(missing):
+        raise GraphError(
+            f"{where}: atom pair (R={unique[missing[0], :3].tolist()}, i={unique[missing[0], 3]}, "
+            f"j={unique[missing[0], 4]}) is not within the model's cutoff; "
+            "ask only for pairs closer than the cutoff (or on-site)"
+        )
+    type_a = species[unique[:, 3]]
+    type_b = species[unique[:, 4]]
+    offsite_groups = []
+    for a, b in sorted(set(zip(type_a.tolist(), type_b.tolist()))):
+        members = np.flatnonzero((type_a == a) & (type_b == b))  # unique ids in this group
+        row_in_group = np.full(len(unique), -1, dtype=np.int64)
+        row_in_group[members] = np.arange(len(members))
+        in_group = row_in_group[inverse] >= 0  # requested off-site pairs of this group
+        direct = np.flatnonzero(in_group & canonical)
+        flipped = np.flatnonzero(in_group & ~canonical)
+        offsite_groups.append(OffsiteGroup(
+            (int(a), int(b)),
+            torch.as_tensor(forward[members]),
+            torch.as_tensor(reverse[members]),
+            torch.as_tensor(row_in_group[inverse[direct]]),
+            torch.as_tensor(row_in_group[inverse[flipped]]),
+        ))
+        pieces.append(destinations(off_rows[direct]))
+        pieces.append(destinations(off_rows[flipped]))
+    dest = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    if len(dest) != offsets[-1]:
+        raise GraphError(f"{where}: block layout covers {len(dest)} of {offsets[-1]} entries")
+    gather = torch.as_tensor(np.argsort(dest, kind="stable"))
+    return BlockPlan(onsite_groups, offsite_groups, gather, int(offsets[-1]))
+
+
+def build_graph(
+    numbers: np.ndarray,
+    positions: np.ndarray,
+    cell: np.ndarray,
+    pbc,
+    cutoff: float,
+    elements,
+    basis: Basis,
+    pairs: np.ndarray | None = None,
+    name: str = "structure",
+) -> Graph:
+    """Neighbour graph of one structure and the plan for ``pairs``.
+
+    Args:
+        numbers: atomic numbers.                       # [n_atoms]
+        positions: Cartesian positions in Å.           # [n_atoms, 3]
+        cell: lattice vectors as rows in Å.            # [3, 3]
+        pbc: periodicity per axis.
+        cutoff: edge cutoff in Å.
+        elements: the model's atomic numbers, in its order.
+        basis: the model's basis (orbitals per element).
+        pairs: ``[Rx, Ry, Rz, i, j]`` rows to predict; None for every pair within the
+            cutoff plus on-site, sorted like ``neighbour_list(..., self_edges=True)``.
+        name: structure name for error messages.
+    """
+    species = species_index(numbers, elements, name)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    nl = neighbour_list(positions, cell, pbc, cutoff, self_edges=True)
+    all_rows = nl.atom_pairs()  # [n_edges + n_atoms, 5]
+    edge = ~_is_onsite(all_rows)
+    edge_rows = all_rows[edge]
+    if pairs is None:
+        pairs = all_rows
+    nao = np.array([basis.element(int(z)).nao for z in elements], dtype=np.int64)
+    return Graph(
+        species=torch.as_tensor(species),
+        positions=torch.as_tensor(np.asarray(positions, dtype=np.float64)),
+        edge_index=torch.as_tensor(edge_rows[:, 3:].T.copy()),
+        edge_offset=torch.as_tensor(edge_rows[:, :3] @ cell, dtype=torch.float64),
+        edge_rows=edge_rows,
+        pairs=np.asarray(pairs, dtype=np.int64).reshape(-1, 5),
+        nao=nao,
+        plan=build_plan(pairs, species, edge_rows, nao, name),
+        names=[name],
+        pair_ranges=[(0, len(pairs))],
+    )
+
+
+def record_to_graph(record: HamiltonianRecord, cutoff: float, elements, basis: Basis) -> Graph:
+    """Graph of a labelled record with its H blocks as the target.
+
+    Only the record's pairs within ``cutoff`` (and on-site) are kept: a model cannot
+    predict farther pairs, and the dataset may have been labelled with a larger cutoff.
+    """
+    nao_atom = basis.nao_per_atom(record.numbers)
+    graph = build_graph(record.numbers, record.positions, record.cell, record.pbc, cutoff,
+                        elements, basis, pairs=np.zeros((0, 5), np.int64), name=record.name)
+    pairs = np.asarray(record.atom_pairs, dtype=np.int64)
+    keep = _is_onsite(pairs) | (match_rows(pairs, graph.edge_rows) >= 0)
+    kept = pairs[keep]
+    starts = np.asarray(record.block_offsets)[:-1][keep]
+    sizes = nao_atom[kept[:, 3]] * nao_atom[kept[:, 4]]
+    # flat indices of the kept blocks, block after block
+    entries = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    entries = entries + np.arange(sizes.sum())  # [n_entries]
+    onsite = np.repeat(_is_onsite(kept), sizes)
+    if record.hamiltonian is None:
+        raise GraphError(f"{record.name}: record has no Hamiltonian to train on")
+    species = graph.species.numpy()
+    return replace(
+        graph,
+        pairs=kept,
+        plan=build_plan(kept, species, graph.edge_rows, graph.nao, record.name),
+        target=torch.as_tensor(np.asarray(record.hamiltonian, dtype=np.float64)[entries]),
+        onsite_entries=torch.as_tensor(onsite),
+        pair_ranges=[(0, len(kept))],
+    )
+
+
+def collate(graphs: list[Graph]) -> Graph:
+    """Concatenate graphs into one disconnected batch graph with a fresh plan."""
+    if len(graphs) == 1:
+        return graphs[0]
+    node_shift = np.cumsum([0] + [g.n_atoms for g in graphs[:-1]])
+    edge_rows = np.concatenate([g.edge_rows + [0, 0, 0, s, s] for g, s in zip(graphs, node_shift)])
+    pairs = np.concatenate([g.pairs + [0, 0, 0, s, s] for g, s in zip(graphs, node_shift)])
+    species = torch.cat([g.species for g in graphs])
+    has_target = all(g.target is not None for g in graphs)
+    pair_start = np.cumsum([0] + [len(g.pairs) for g in graphs])
+    return Graph(
+        species=species,
+        positions=torch.cat([g.positions for g in graphs]),
+        edge_index=torch.as_tensor(edge_rows[:, 3:].T.copy()),
+        edge_offset=torch.cat([g.edge_offset for g in graphs]),
+        edge_rows=edge_rows,
+        pairs=pairs,
+        nao=graphs[0].nao,
+        plan=build_plan(pairs, species.numpy(), edge_rows, graphs[0].nao, graphs[0].names[0]),
+        target=torch.cat([g.target for g in graphs]) if has_target else None,
+        onsite_entries=torch.cat([g.onsite_entries for g in graphs]) if has_target else None,
+        names=[n for g in graphs for n in g.names],
+        pair_ranges=[(int(pair_start[k]), int(pair_start[k + 1])) for k in range(len(graphs))],
+    )

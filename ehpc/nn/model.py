@@ -1,0 +1,466 @@
+"""HamiltonianModel: atoms -> Kohn-Sham Hamiltonian blocks H_ij(R) in eV, PySCF AO order.
+
+Pipeline (Zhong et al., npj Comput. Mater. 9, 182 (2023), the HamGNN method):
+
+1. graph: atoms and every directed edge (i, j, S) within ``cutoff``; edge vectors are
+   handed to e3nn in ``ehpc.basis.E3NN_FRAME``;
+2. ``n_layers`` equivariant rounds updating atom and edge features (``layers.py``);
+3. readout: per element (on-site, from atom features) or per ordered element pair
+   (off-site, from edge features) an ``o3.Linear`` gives the block's irreps, a per-irrep
+   scale and (for invariant components) shift fitted to training data bring them to the
+   data's size, and the fixed Clebsch-Gordan matrix of ``blocks.py`` turns them into the
+   flat PySCF-order block.  Off-site blocks carry the cutoff envelope, so a block fades
+   to zero as its pair leaves the cutoff.
+
+Hermiticity holds by construction: on-site blocks are symmetrised, and the off-site
+block of an unordered pair is the average of its two directed predictions (one
+transposed), from which both directions are read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from e3nn import o3
+
+from .. import __version__
+from ..basis import E3NN_FRAME, Basis
+from ..graph import receptive_cutoff
+from ..io.dataset import HamiltonianRecord
+from ..units import ENERGY_UNIT, LENGTH_UNIT
+from .blocks import PairBlockSpec, pair_block_spec, transpose_index
+from .data import Graph, GraphError, build_graph, match_rows, species_index
+from .layers import EdgeEmbedding, InteractionLayer, hidden_irreps
+from .radial import DEFAULT_ENVELOPE_POWER, RadialEmbedding
+
+#: default hyper-parameters; every one is recorded in ``model.metadata``
+DEFAULT_HPARAMS = {
+    "channels": 16,
+    "lmax": None,  # None: the largest L the basis' blocks need
+    "sh_lmax": None,  # None: lmax
+    "n_radial": 8,
+    "radial_hidden": 64,
+    "envelope_power": DEFAULT_ENVELOPE_POWER,
+}
+
+#: a scale fitted to data never drops below this fraction of its readout's largest one,
+#: so irreps that happen to vanish in the training set can still be learned
+MIN_RELATIVE_SCALE = 1.0e-3
+
+#: pairs per readout pass in ``predict`` unless told otherwise
+DEFAULT_CHUNK = 200_000
+
+_W3J_BUFFER = re.compile(r"_w3j_(\d+)_(\d+)_(\d+)$")
+
+
+class ModelCompatibilityError(ValueError):
+    """A structure or dataset whose basis or elements the model was not built for."""
+
+
+class BlockReadout(torch.nn.Module):
+    """Features -> flat H blocks of one element pair (or one element, on-site).
+
+    ``block = (scale * Linear(x) + shift) @ W`` with W the orthogonal Clebsch-Gordan and
+    PySCF-order matrix of :class:`PairBlockSpec`.
+
+    Args:
+        irreps_in: feature irreps.
+        spec: the pair's block specification.
+    """
+
+    def __init__(self, irreps_in: o3.Irreps, spec: PairBlockSpec):
+        super().__init__()
+        self.spec = spec
+        self.linear = o3.Linear(irreps_in, spec.irreps)
+        dim = spec.irreps.dim
+        self.register_buffer("scale", torch.ones(dim))
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("matrix", torch.as_tensor(spec.matrix), persistent=False)
+        n1, n2 = spec.shape
+        transpose = torch.as_tensor(transpose_index(n1, n2))
+        self.register_buffer("transpose", transpose, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x) * self.scale + self.shift  # [n, dim]
+        return y @ self.matrix  # [n, nao_i * nao_j]
+
+    def refresh_constants(self) -> None:
+        """Re-derive W from float64 so a dtype change never carries rounding along."""
+        self.matrix = self.scale.new_tensor(self.spec.matrix)
+
+    def set_statistics(self, irreps: np.ndarray) -> None:
+        """Per-(a, b, L) scale and invariant shift from training blocks' irreps components.
+
+        Args:
+            irreps: the training blocks of this pair type as irreps vectors.  # [n, dim]
+        """
+        slot = self.spec.slot
+        shift = np.where(self.spec.scalar, irreps.mean(axis=0), 0.0)  # [dim]
+        sq = ((irreps - shift) ** 2).mean(axis=0)  # [dim]
+        per_slot = np.sqrt(np.bincount(slot, sq) / np.bincount(slot))  # [n_slots]
+        # a single sample has no spread at all: fall back on the blocks' size
+        reference = per_slot.max() if per_slot.max() > 0.0 else float(np.sqrt((irreps**2).mean()))
+        self.shift.copy_(torch.as_tensor(shift))
+        if reference == 0.0:
+            return
+        per_slot = np.maximum(per_slot, MIN_RELATIVE_SCALE * reference)
+        self.scale.copy_(torch.as_tensor(per_slot[slot]))
+
+
+class HamiltonianModel(torch.nn.Module):
+    """E(3)-equivariant network predicting H_ij(R) blocks for any elements of a basis.
+
+    Args:
+        basis: the orbital basis of the training labels.
+        elements: atomic numbers the model handles.
+        cutoff: edge cutoff in Å; pairs farther apart get no block.
+        n_layers: message-passing rounds.
+        channels: multiplicity of every hidden irrep.
+        lmax: highest hidden angular momentum; at least the largest L of any block.
+        sh_lmax: highest spherical harmonic of the edge direction.
+        n_radial: Bessel functions in the radial basis.
+        radial_hidden: width of the radial networks.
+        envelope_power: order of the polynomial cutoff envelope.
+
+    Example:
+        >>> model = HamiltonianModel(Basis("sto-3g"), [1, 8], cutoff=4.0)   # doctest: +SKIP
+        >>> pairs, blocks = model.predict(atoms.numbers, atoms.positions,
+        ...                               atoms.cell[:], atoms.pbc)          # doctest: +SKIP
+    """
+
+    def __init__(self, basis: Basis, elements, cutoff: float, n_layers: int = 3, **hparams):
+        super().__init__()
+        unknown = set(hparams) - set(DEFAULT_HPARAMS)
+        if unknown:
+            raise TypeError(f"HamiltonianModel: unknown hyper-parameters {sorted(unknown)}")
+        hp = {**DEFAULT_HPARAMS, **hparams}
+        self.basis = basis
+        self.elements = tuple(sorted(int(z) for z in set(elements)))
+        self.cutoff = float(cutoff)
+        self.n_layers = int(n_layers)
+        ls = {z: basis.element(z).ls for z in self.elements}
+        needed_l = 2 * max(max(v) for v in ls.values())
+        if hp["lmax"] is None:
+            hp["lmax"] = needed_l
+        if hp["lmax"] < needed_l:
+            raise ValueError(
+                f"lmax={hp['lmax']} is too small: basis {basis.name!r} blocks of "
+                f"{self._symbols()} need L up to {needed_l}"
+            )
+        if hp["sh_lmax"] is None:
+            hp["sh_lmax"] = hp["lmax"]
+        self.hparams = hp
+
+        n_species = len(self.elements)
+        self.irreps_hidden = hidden_irreps(hp["channels"], hp["lmax"])
+        self.irreps_sh = o3.Irreps.spherical_harmonics(hp["sh_lmax"])
+        self.radial = RadialEmbedding(self.cutoff, hp["n_radial"], hp["envelope_power"])
+        self.node_embedding = o3.Linear(o3.Irreps([(n_species, (0, 1))]), self.irreps_hidden)
+        hidden, sh = self.irreps_hidden, self.irreps_sh
+        self.edge_embedding = EdgeEmbedding(n_species, sh, hidden, hp["n_radial"],
+                                            hp["radial_hidden"])
+        self.layers = torch.nn.ModuleList(
+            InteractionLayer(hidden, sh, hp["n_radial"], hp["radial_hidden"])
+            for _ in range(self.n_layers)
+        )
+        self.onsite = torch.nn.ModuleDict({
+            str(z): BlockReadout(hidden, pair_block_spec(ls[z], ls[z])) for z in self.elements
+        })
+        self.offsite = torch.nn.ModuleDict({
+            _pair_key(za, zb): BlockReadout(hidden, pair_block_spec(ls[za], ls[zb]))
+            for za in self.elements
+            for zb in self.elements
+        })
+        self.register_buffer("avg_neighbours", torch.ones(()))
+        self.register_buffer("has_statistics", torch.zeros((), dtype=torch.bool))
+        self.refresh_constants()
+
+    # ------------------------------------------------------------------ description
+
+    def _symbols(self) -> str:
+        from ase.data import chemical_symbols
+
+        return "[" + ", ".join(chemical_symbols[z] for z in self.elements) + "]"
+
+    @property
+    def receptive_field(self) -> float:
+        """Å: atoms farther than this from both atoms of a pair cannot change its block."""
+        return receptive_cutoff(self.cutoff, self.n_layers)
+
+    @property
+    def metadata(self) -> dict:
+        """Everything needed to rebuild the model (and to refuse mismatched data)."""
+        return {
+            "model": type(self).__name__,
+            "ehpc_version": __version__,
+            "basis": self.basis.name,
+            "pseudo": self.basis.pseudo,
+            "elements": list(self.elements),
+            "cutoff": self.cutoff,
+            "n_layers": self.n_layers,
+            "units": {"energy": ENERGY_UNIT, "length": LENGTH_UNIT},
+            "hparams": dict(self.hparams),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "HamiltonianModel":
+        """An untrained model with the architecture ``meta`` describes."""
+        units = meta.get("units", {})
+        if units and (units.get("energy"), units.get("length")) != (ENERGY_UNIT, LENGTH_UNIT):
+            raise ModelCompatibilityError(
+                f"model metadata has units {units}; ehpc uses {ENERGY_UNIT}/{LENGTH_UNIT}"
+            )
+        basis = Basis(meta["basis"], meta.get("pseudo") or None)
+        hparams = meta.get("hparams", {})
+        return cls(basis, meta["elements"], meta["cutoff"], meta["n_layers"], **hparams)
+
+    @classmethod
+    def for_dataset(cls, source, cutoff: float, elements=None, **hparams) -> "HamiltonianModel":
+        """A model for the basis and elements of a ``Dataset`` (or a ``Basis`` and ``elements``).
+
+        Args:
+            source: an ``ehpc.io.dataset.Dataset`` or an ``ehpc.basis.Basis``.
+            cutoff: edge cutoff in Å.
+            elements: atomic numbers; read from the dataset when not given.
+            **hparams: ``n_layers`` and the hyper-parameters of :class:`HamiltonianModel`.
+        """
+        if isinstance(source, Basis):
+            if elements is None:
+                raise ValueError("for_dataset(basis, ...) needs elements=[atomic numbers]")
+            return cls(source, elements, cutoff, **hparams)
+        if elements is None:
+            elements = dataset_elements(source)
+        return cls(source.basis, elements, cutoff, **hparams)
+
+    def check_compatible(self, basis: Basis, numbers, where: str = "structure") -> None:
+        """Refuse data in another basis or with elements the model does not know."""
+        if (basis.name, basis.pseudo) != (self.basis.name, self.basis.pseudo):
+            raise ModelCompatibilityError(
+                f"{where}: basis {basis.name!r} (pseudo {basis.pseudo}) differs from the model's "
+                f"basis {self.basis.name!r} (pseudo {self.basis.pseudo}); "
+                "relabel the data or use a matching model"
+            )
+        try:
+            species_index(numbers, self.elements, where)
+        except GraphError as err:
+            raise ModelCompatibilityError(f"{err} (basis {self.basis.name!r})") from None
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Write weights and JSON metadata to one ``torch.load(weights_only=True)`` file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        torch.save({"metadata": json.dumps(self.metadata), "state_dict": state}, path)
+        return path
+
+    @staticmethod
+    def read_metadata(path: str | Path) -> dict:
+        return json.loads(torch.load(path, map_location="cpu", weights_only=True)["metadata"])
+
+    @classmethod
+    def load(cls, path: str | Path, device=None) -> "HamiltonianModel":
+        """Rebuild a saved model (its dtype is that of the saved weights)."""
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model = cls.from_metadata(json.loads(blob["metadata"]))
+        dtype = next(v.dtype for v in blob["state_dict"].values() if v.is_floating_point())
+        model.to(dtype=dtype)
+        model.load_state_dict(blob["state_dict"])
+        return model.to(device) if device is not None else model
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.refresh_constants()
+        return result
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.refresh_constants()
+        return self
+
+    def refresh_constants(self) -> None:
+        """Recompute Clebsch-Gordan constants in the current dtype from float64.
+
+        e3nn stores them in the dtype current at construction, so a float32-built model
+        moved to float64 would otherwise keep float32-rounded (1e-7) coefficients.
+        """
+        for module in self.modules():
+            if isinstance(module, BlockReadout):
+                module.refresh_constants()
+            for name, buf in list(module.named_buffers(recurse=False)):
+                m = _W3J_BUFFER.search(name)
+                if m and buf.is_floating_point():
+                    l1, l2, l3 = (int(g) for g in m.groups())
+                    exact = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+                    buf.copy_(exact.to(buf.dtype))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.avg_neighbours.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.avg_neighbours.device
+
+    # ------------------------------------------------------------------ statistics
+
+    @torch.no_grad()
+    def set_statistics(self, records: list[HamiltonianRecord]) -> None:
+        """Fit readout scales/shifts and the mean neighbour count to training records."""
+        samples: dict[tuple[str, str], list[np.ndarray]] = {}
+        n_edges, n_atoms = 0, 0
+        for record in records:
+            self.check_compatible(self.basis, record.numbers, record.name)
+            graph = self.graph(record.numbers, record.positions, record.cell, record.pbc,
+                               pairs=np.zeros((0, 5), np.int64), name=record.name)
+            n_edges += graph.n_edges
+            n_atoms += graph.n_atoms
+            pairs = np.asarray(record.atom_pairs)
+            onsite = (pairs[:, 3] == pairs[:, 4]) & ~pairs[:, :3].any(axis=1)
+            inside = onsite | (match_rows(pairs, graph.edge_rows) >= 0)
+            nao = self.basis.nao_per_atom(record.numbers)
+            offsets = np.asarray(record.block_offsets)
+            flat = np.asarray(record.hamiltonian)
+            zi, zj = record.numbers[pairs[:, 3]], record.numbers[pairs[:, 4]]
+            for a in self.elements:
+                for b in self.elements:
+                    for kind, mask in (("onsite", onsite), ("offsite", ~onsite)):
+                        rows = np.flatnonzero(inside & mask & (zi == a) & (zj == b))
+                        if len(rows) == 0:
+                            continue
+                        size = nao[pairs[rows[0], 3]] * nao[pairs[rows[0], 4]]
+                        key = (kind, str(a) if kind == "onsite" else _pair_key(a, b))
+                        index = offsets[rows][:, None] + np.arange(size)  # [n_rows, size]
+                        samples.setdefault(key, []).append(flat[index])
+        for (kind, key), blocks in samples.items():
+            readout = getattr(self, kind)[key]
+            readout.set_statistics(readout.spec.to_irreps(np.concatenate(blocks)))
+        if n_atoms:
+            self.avg_neighbours.fill_(max(n_edges / n_atoms, 1.0))
+        self.has_statistics.fill_(True)
+
+    # ------------------------------------------------------------------ forward
+
+    def encode(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Atom features, edge features and edge envelopes after all layers."""
+        i, j = graph.edge_index
+        vectors = graph.positions[j] - graph.positions[i] + graph.edge_offset  # [n_edges, 3]
+        lengths = vectors.norm(dim=1)  # [n_edges]
+        radial, envelope = self.radial(lengths)  # [n_edges, n_radial], [n_edges]
+        sh = o3.spherical_harmonics(self.irreps_sh, vectors[:, list(E3NN_FRAME)], normalize=True,
+                                    normalization="component")  # [n_edges, sh_dim]
+        onehot = torch.nn.functional.one_hot(graph.species, len(self.elements))  # [n_atoms, n_el]
+        onehot = onehot.to(vectors.dtype)
+        node = self.node_embedding(onehot)  # [n_atoms, hidden]
+        edge = self.edge_embedding(onehot, graph.edge_index, sh, radial)  # [n_edges, hidden]
+        for layer in self.layers:
+            node, edge = layer(node, edge, graph.edge_index, sh, radial, envelope,
+                               self.avg_neighbours)
+        return node, edge, envelope
+
+    def readout(self, graph: Graph, node: torch.Tensor, edge: torch.Tensor, envelope: torch.Tensor,
+                plan=None) -> torch.Tensor:
+        """Flat H blocks (eV, PySCF order) of the plan's pairs."""
+        plan = graph.plan if plan is None else plan
+        pieces = []
+        for group in plan.onsite:
+            readout = self.onsite[str(self.elements[group.species])]
+            raw = readout(node[group.nodes])  # [n, nao^2]
+            pieces.append((0.5 * (raw + raw[:, readout.transpose])).reshape(-1))
+        for group in plan.offsite:
+            za, zb = (self.elements[s] for s in group.species)
+            fwd = self.offsite[_pair_key(za, zb)]
+            rev = self.offsite[_pair_key(zb, za)]
+            x = fwd(edge[group.forward])  # [n, nao_a * nao_b]
+            y = rev(edge[group.reverse])  # [n, nao_b * nao_a]
+            block = 0.5 * (x + y[:, rev.transpose])  # [n, nao_a * nao_b]
+            block = block * envelope[group.forward][:, None]
+            pieces.append(block[group.direct].reshape(-1))
+            pieces.append(block[group.flipped][:, fwd.transpose].reshape(-1))
+        if not pieces:
+            return node.new_zeros(0)
+        return torch.cat(pieces)[plan.gather]  # [n_entries]
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        node, edge, envelope = self.encode(graph)
+        return self.readout(graph, node, edge, envelope)
+
+    # ------------------------------------------------------------------ inference
+
+    def graph(self, numbers, positions, cell, pbc, pairs: np.ndarray | None = None,
+              name: str = "structure") -> Graph:
+        """The model's graph of one structure (``pairs=None``: all pairs within the cutoff)."""
+        self.check_compatible(self.basis, numbers, name)
+        return build_graph(numbers, positions, cell, pbc, self.cutoff, self.elements, self.basis,
+                           pairs=pairs, name=name)
+
+    @torch.no_grad()
+    def predict(self, numbers, positions, cell, pbc, pairs: np.ndarray | None = None, device=None,
+                dtype: torch.dtype | None = None, chunk: int | None = None, name: str = "structure"
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Predict H blocks of one structure (periodic, or a cluster of explicit atoms).
+
+        Args:
+            numbers: atomic numbers.                         # [n_atoms]
+            positions: Cartesian positions in Å.             # [n_atoms, 3]
+            cell: lattice vectors as rows in Å (unused where pbc is False).
+            pbc: periodicity per axis.
+            pairs: ``[Rx, Ry, Rz, i, j]`` rows to predict (each within the cutoff or
+                on-site); None for all pairs within the cutoff plus on-site, sorted like
+                ``ehpc.graph.neighbour_list(..., self_edges=True)``.
+            device: where to run; the model is moved there.
+            dtype: floating type to run in; the model is converted to it.
+            chunk: largest number of pairs read out at once (bounds memory).
+            name: structure name for error messages.
+
+        Returns:
+            ``(pairs, blocks)``: the int64 ``[n, 5]`` pair rows and the float64 flat blocks
+            in eV, PySCF AO order, laid out as ``block_offsets(pairs, nao)``.
+        """
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+        was_training = self.training
+        self.eval()
+        no_pairs = np.zeros((0, 5), np.int64)
+        graph = self.graph(numbers, positions, cell, pbc, pairs=no_pairs, name=name)
+        if pairs is None:
+            from ..graph import neighbour_list
+
+            pairs = neighbour_list(positions, cell, pbc, self.cutoff, self_edges=True).atom_pairs()
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
+        graph = graph.to(self.device, self.dtype)
+        node, edge, envelope = self.encode(graph)
+        from .data import build_plan
+
+        species = graph.species.cpu().numpy()
+        chunk = int(chunk or DEFAULT_CHUNK)
+        out = []
+        for start in range(0, len(pairs), chunk):
+            part = pairs[start : start + chunk]
+            plan = build_plan(part, species, graph.edge_rows, graph.nao, name)
+            flat = self.readout(graph, node, edge, envelope, plan.to(self.device))
+            out.append(flat.detach().cpu().to(torch.float64).numpy())
+        self.train(was_training)
+        return pairs, (np.concatenate(out) if out else np.zeros(0))
+
+
+def _pair_key(za: int, zb: int) -> str:
+    return f"{za}_{zb}"
+
+
+def dataset_elements(dataset) -> list[int]:
+    """Every atomic number in a dataset, read without loading the Hamiltonians."""
+    import h5py
+
+    from ..io.dataset import NUMBERS, STRUCTURES
+
+    found: set[int] = set()
+    with h5py.File(dataset.path, "r") as f:
+        for name in f[STRUCTURES]:
+            found.update(int(z) for z in np.unique(f[STRUCTURES][name][NUMBERS][()]))
+    return sorted(found)
