@@ -1,0 +1,137 @@
+"""Chunked prediction of the H blocks of one rank's atoms.
+
+The owned atoms are cut into spatially compact chunks (the same bisection as the rank
+partition).  For each chunk the model sees only the chunk's atoms and the cluster atoms
+within its receptive field, so the peak memory of the network is set by
+``chunk_atoms`` (plus the receptive-field skin), not by the rank's share of the structure.
+
+A block of the pair (i, j) depends only on atoms within ``model.receptive_field`` of i,
+so predicting it in that non-periodic sub-cluster gives the same numbers as predicting
+it in the full periodic structure.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..io.dataset import block_offsets
+from .halo import SEARCH_SLACK, Halo
+from .partition import bisect, ranges_within
+
+#: owned atoms per model call unless told otherwise
+DEFAULT_CHUNK_ATOMS = 2000
+
+
+class PredictionError(RuntimeError):
+    """The model did not return the blocks it was asked for."""
+
+
+def select_device(local_rank: int | None = None) -> str:
+    """``cuda:<local rank % GPUs>`` when CUDA is present, else ``cpu``.
+
+    Args:
+        local_rank: rank among the processes of this node; read from the MPI launcher's
+            environment (Open MPI, MPICH/Hydra, SLURM) or from an MPI shared-memory
+            split when not given.
+    """
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
+        return "cpu"
+    if local_rank is None:
+        local_rank = node_local_rank()
+    return f"cuda:{local_rank % torch.cuda.device_count()}"
+
+
+def node_local_rank() -> int:
+    """This process's rank among the MPI processes on its node."""
+    for key in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"):
+        if key in os.environ:
+            return int(os.environ[key])
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+
+
+def owned_chunks(halo: Halo, nao_owned: np.ndarray, chunk_atoms: int) -> list[np.ndarray]:
+    """Compact groups of at most ~``chunk_atoms`` owned atoms (cluster indices)."""
+    if chunk_atoms < 1:
+        raise ValueError(f"chunk_atoms must be positive, got {chunk_atoms}")
+    n_chunks = max(1, -(-halo.n_owned // chunk_atoms))
+    return bisect(halo.positions[: halo.n_owned], nao_owned, n_chunks)
+
+
+def predict_blocks(
+    model,
+    halo: Halo,
+    pairs: np.ndarray,
+    distances: np.ndarray,
+    chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
+    device=None,
+    dtype=None,
+) -> np.ndarray:
+    """H blocks (eV) of the rank's pattern ``pairs``; pairs beyond ``model.cutoff`` stay 0.
+
+    Args:
+        model: a HamiltonianModel (or anything with its ``predict``/``cutoff``/
+            ``receptive_field``/``basis``).
+        halo: the rank's cluster; ``halo.radius`` must be at least the receptive field.
+        pairs: ``[i, k]`` cluster indices, i owned, sorted by i.   # [n_pairs, 2]
+        distances: length of each pair in Å.                      # [n_pairs]
+        chunk_atoms: owned atoms per model call.
+        device: torch device of the model.
+        dtype: torch dtype to predict in (None: the model's).
+
+    Returns:
+        Flat blocks laid out as ``block_offsets`` of ``pairs``.   # [n_entries]
+    """
+    from scipy.spatial import cKDTree
+
+    if halo.radius + SEARCH_SLACK < model.receptive_field:
+        raise ValueError(
+            f"halo radius {halo.radius:.2f} Å is smaller than the model's receptive field "
+            f"{model.receptive_field:.2f} Å"
+        )
+    nao = model.basis.nao_per_atom(halo.numbers)  # [n_cluster]
+    offsets = block_offsets(_as_keys(pairs), nao)
+    out = np.zeros(offsets[-1])
+    predicted = (distances < model.cutoff) | (pairs[:, 0] == pairs[:, 1])
+    # pairs row_start[a]:row_start[a + 1] belong to owned atom a
+    row_start = np.searchsorted(pairs[:, 0], np.arange(halo.n_owned + 1))
+    for chunk in owned_chunks(halo, nao[: halo.n_owned], chunk_atoms):
+        # cluster atoms within the receptive field of the chunk, chunk atoms first
+        reach, _ = cKDTree(halo.positions[chunk]).query(
+            halo.positions, k=1, distance_upper_bound=model.receptive_field + SEARCH_SLACK
+        )  # [n_cluster]
+        others = np.setdiff1d(np.flatnonzero(np.isfinite(reach)), chunk)
+        members = np.concatenate([chunk, others])
+        local = np.full(len(halo), -1, dtype=np.int64)
+        local[members] = np.arange(len(members))
+        rows = np.concatenate([np.arange(row_start[a], row_start[a + 1]) for a in chunk])
+        rows = rows[predicted[rows]]
+        asked = np.zeros((len(rows), 5), dtype=np.int64)
+        asked[:, 3] = local[pairs[rows, 0]]
+        asked[:, 4] = local[pairs[rows, 1]]
+        if (asked[:, 4] < 0).any():
+            raise PredictionError(
+                "a pair reaches outside its chunk's cluster; halo radius too small"
+            )
+        got_pairs, flat = model.predict(
+            halo.numbers[members], halo.positions[members], np.zeros((3, 3)), False,
+            pairs=asked, device=device, dtype=dtype,
+        )
+        if not np.array_equal(np.asarray(got_pairs), asked):
+            raise PredictionError("model.predict returned other pairs than the ones asked for")
+        sizes = nao[pairs[rows, 0]] * nao[pairs[rows, 1]]
+        dest = np.repeat(offsets[rows], sizes) + ranges_within(sizes)  # [n_chunk_entries]
+        out[dest] = np.asarray(flat, dtype=np.float64)
+    return out
+
+
+def _as_keys(pairs: np.ndarray) -> np.ndarray:
+    """``[0, 0, 0, i, k]`` rows, the key layout ``block_offsets`` expects."""
+    keys = np.zeros((len(pairs), 5), dtype=np.int64)
+    keys[:, 3:] = pairs
+    return keys

@@ -1,0 +1,150 @@
+"""Fermi level by inertia and SLEPc eigenstates near it, against dense diagonalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from .conftest import check, mpirun, random_si_model, si_crystal, write_traj
+
+NEV = 10
+TOL_EIGENVALUE = 1e-8  # eV
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """``mpirun -n 2 ehpc-infer`` on 512 Si atoms (2048 orbitals) with pass-through options."""
+    folder = tmp_path_factory.mktemp("solve")
+    model = random_si_model(cutoff=3.0, n_layers=1).save(folder / "model.pt")
+    structure = write_traj(si_crystal((4, 4, 4), seed=5), folder / "si512.traj")
+    out = folder / "results.h5"
+    run = check(mpirun(
+        2, "ehpc-infer", "--model", model, "--structure", structure, "--nev", NEV, "--out", out,
+        "--eigenvectors", "--overlap-tol", "1e-8", "-eps_tol", "1e-12", "-eps_view",
+    ))
+    from ehpc.io.results import read_results
+
+    results = read_results(out)
+    h = results.hamiltonian().toarray()
+    s = results.overlap().toarray()
+    dense = scipy.linalg.eigh(0.5 * (h + h.T), 0.5 * (s + s.T), eigvals_only=True)
+    return run, results, h, s, dense
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_inertia_fermi_level_counts_the_electrons(cli_run):
+    _, results, _, _, dense = cli_run
+    n_occupied = results.attrs["n_occupied"]
+    assert n_occupied == results.n_electrons // 2 == 1024
+    assert results.attrs["gap_found"]
+    assert np.count_nonzero(dense < results.attrs["fermi_sigma"]) == n_occupied
+    assert np.count_nonzero(dense < results.fermi_level) == n_occupied
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_slepc_eigenvalues_near_fermi_level_match_dense(cli_run):
+    _, results, _, _, dense = cli_run
+    sigma = results.attrs["fermi_sigma"]
+    nearest = np.sort(dense[np.argsort(np.abs(dense - sigma))[:NEV]])
+    assert len(results.eigenvalues) == NEV
+    assert np.abs(results.eigenvalues - nearest).max() <= TOL_EIGENVALUE
+    n_occupied = results.attrs["n_occupied"]
+    assert abs(results.homo - dense[n_occupied - 1]) <= TOL_EIGENVALUE
+    assert abs(results.lumo - dense[n_occupied]) <= TOL_EIGENVALUE
+    assert abs(results.gap - (dense[n_occupied] - dense[n_occupied - 1])) <= 2 * TOL_EIGENVALUE
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_eigenvectors_in_original_order(cli_run):
+    _, results, h, s, _ = cli_run
+    vectors = results.eigenvectors()  # [NEV, n_orbitals]
+    residual = h @ vectors.T - (s @ vectors.T) * results.eigenvalues
+    assert np.abs(residual).max() <= 1e-7
+    assert np.abs(vectors @ s @ vectors.T - np.eye(NEV)).max() <= 1e-8
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_petsc_options_pass_through(cli_run):
+    run, *_ = cli_run
+    assert "tolerance: 1e-12" in run.stdout  # -eps_tol reached the solver after the code's defaults
+
+
+# --------------------------------------------------------------------------- in-process (1 rank)
+
+
+def _petsc_dense(matrix: np.ndarray):
+    from petsc4py import PETSc
+
+    n = len(matrix)
+    mat = PETSc.Mat().createAIJ(size=(n, n), nnz=n, comm=PETSc.COMM_SELF)
+    mat.setValues(range(n), range(n), matrix)
+    mat.assemble()
+    mat.setOption(PETSc.Mat.Option.SYMMETRIC, True)
+    return mat
+
+
+def _pencil(levels: np.ndarray, seed: int = 0):
+    """(H, S) = (L D L^T, L L^T): generalised eigenvalues exactly ``levels``."""
+    rng = np.random.default_rng(seed)
+    n = len(levels)
+    lower = np.tril(rng.normal(scale=0.2, size=(n, n)), -1) + np.diag(rng.uniform(0.8, 1.2, n))
+    return lower @ np.diag(levels) @ lower.T, lower @ lower.T
+
+
+@pytest.mark.parametrize("n_occupied, gapped", [(3, True), (4, False), (6, True)])
+def test_fermi_bisection_on_known_spectrum(n_occupied, gapped):
+    """Levels with a double degeneracy at states 4-5: filling 4 has no gap."""
+    from ehpc.infer.fermi import InertiaCounter, fermi_level, rayleigh_bounds
+
+    levels = np.array([-5.0, -3.0, -1.0, 0.5, 0.5, 2.0, 4.0, 7.0])
+    h, s = _pencil(levels)
+    hamiltonian, overlap = _petsc_dense(h), _petsc_dense(s)
+    counter = InertiaCounter(hamiltonian, overlap)
+    result = fermi_level(counter, n_occupied, rayleigh_bounds(hamiltonian, overlap), tol=1e-9)
+    assert result.gap_found == gapped
+    if gapped:
+        assert levels[n_occupied - 1] < result.sigma < levels[n_occupied]
+    else:
+        assert abs(result.sigma - levels[n_occupied - 1]) <= 1e-8
+    counter.destroy()
+
+
+def test_overlap_floor_against_numpy_smallest_eigenvalue():
+    from pyscf import gto
+
+    from ehpc.infer.fermi import FermiError, InertiaCounter, check_overlap
+
+    mol = gto.M(atom="He 0 0 0; He 0 0 0.55; He 0 0.6 0.3", basis="aug-cc-pvdz",
+                unit="Angstrom", verbose=0)
+    s = mol.intor("int1e_ovlp")
+    smallest = np.linalg.eigvalsh(s)[0]
+    counter = InertiaCounter(_petsc_dense(np.diag(np.arange(len(s), dtype=float))), _petsc_dense(s))
+    check_overlap(counter, floor=0.5 * smallest)
+    with pytest.raises(FermiError, match="near-singular"):
+        check_overlap(counter, floor=2.0 * smallest)
+    counter.destroy()
+
+
+@pytest.mark.parametrize("lattice, singular", [(1.8, True), (3.0, False)])
+def test_pipeline_reports_near_singular_overlap(lattice, singular):
+    """Dense fcc He with diffuse functions: Γ-point S has eigenvalues ~1e-11 at a = 1.8 Å."""
+    from ase.build import bulk
+
+    from ehpc.basis import Basis
+    from ehpc.infer.fermi import FermiError
+    from ehpc.infer.overlap import IntegralModel
+    from ehpc.infer.pipeline import InferenceOptions, run_inference
+
+    atoms = bulk("He", "fcc", a=lattice) * (2, 1, 1)
+    model = IntegralModel(Basis("aug-cc-pvdz"), "kinetic", cutoff=2.0)
+    options = InferenceOptions(nev=1, overlap_tol=1e-6)
+    if singular:
+        with pytest.raises(FermiError, match="near-singular"):
+            run_inference(atoms, model, options)
+    else:
+        assert run_inference(atoms, model, options).fermi.gap_found
