@@ -1,0 +1,98 @@
+"""What every PySCF label shares: the convergence error and the per-structure scalars."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..units import HARTREE_TO_EV
+
+
+class SCFNotConverged(RuntimeError):
+    """The SCF of one structure did not converge; callers keep it out of the dataset.
+
+    Args:
+        message: one line that names the structure and what to change.
+        name: the structure; read off the message's ``"<name>: ..."`` prefix if omitted.
+    """
+
+    def __init__(self, message: str, name: str | None = None):
+        super().__init__(message)
+        self.name = name if name is not None else message.split(":", 1)[0]
+
+
+def pyscf_version() -> str:
+    """Version of the PySCF that produced the labels (stamped into every dataset file)."""
+    import pyscf
+
+    return str(pyscf.__version__)
+
+
+def pyscf_atoms(atoms) -> list[tuple[str, tuple[float, float, float]]]:
+    """The ``atom=`` list PySCF takes, positions in Å exactly as given (never wrapped)."""
+    return [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+
+
+def check_orbital_count(name: str, basis, numbers, nao_pyscf: int) -> None:
+    """The registry and PySCF must agree on the orbitals, or every block would be misplaced."""
+    expected = int(basis.nao_per_atom(numbers).sum())
+    if expected != nao_pyscf:
+        raise RuntimeError(
+            f"{name}: PySCF built {nao_pyscf} orbitals but the {basis.name!r} registry expects "
+            f"{expected}"
+        )
+
+
+def check_converged(mf, name: str, conv_tol: float, max_cycle: int) -> None:
+    """Raise :class:`SCFNotConverged` naming ``name`` unless ``mf`` converged."""
+    if not mf.converged:
+        raise SCFNotConverged(
+            f"{name}: SCF did not converge in {max_cycle} cycles to conv_tol={conv_tol:g} Ha; "
+            "raise max_cycle, loosen conv_tol or check the geometry",
+            name,
+        )
+
+
+def frontier_levels(mo_energy, mo_occ) -> tuple[float, float]:
+    """HOMO and LUMO in Hartree over all k-points (LUMO is NaN with no empty orbital).
+
+    Args:
+        mo_energy: orbital energies, one array or one per k-point.
+        mo_occ: matching occupations.
+    """
+    energies = np.concatenate([np.ravel(e) for e in _per_k(mo_energy)])  # [n_orbitals_total]
+    occupations = np.concatenate([np.ravel(o) for o in _per_k(mo_occ)])  # [n_orbitals_total]
+    occupied = energies[occupations > 0]
+    empty = energies[occupations == 0]
+    homo = float(occupied.max())
+    lumo = float(empty.min()) if len(empty) else float("nan")
+    return homo, lumo
+
+
+def scf_attrs(mf, name: str, xc: str, n_electrons: int, wall_time_s: float) -> dict:
+    """The per-structure scalars the dataset stores, energies in eV.
+
+    The Fermi level of a gapped system is the HOMO/LUMO midpoint; with every orbital
+    occupied it is the HOMO.
+    """
+    homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
+    fermi = homo if np.isnan(lumo) else 0.5 * (homo + lumo)
+    return {
+        "fermi_level": fermi * HARTREE_TO_EV,
+        "homo": homo * HARTREE_TO_EV,
+        "lumo": lumo * HARTREE_TO_EV,
+        "n_electrons": int(n_electrons),
+        "energy": float(mf.e_tot) * HARTREE_TO_EV,
+        "converged": bool(mf.converged),
+        "xc": xc,
+        "source": name,
+        "scf_cycles": int(getattr(mf, "cycles", -1)),
+        "wall_time_s": float(wall_time_s),
+    }
+
+
+def _per_k(values) -> list:
+    """One array per k-point, whether PySCF returned one array or a list of them."""
+    if isinstance(values, (list, tuple)):
+        return list(values)
+    array = np.asarray(values)
+    return [array] if array.ndim == 1 else list(array)

@@ -1,0 +1,169 @@
+"""Stored H(R), S(R) of silicon rebuild PySCF's own bands at k-points off the SCF mesh.
+
+Reference: ``mf.get_bands(k)``, which builds the Fock matrix of the converged density
+directly at k (no real-space blocks, no cutoff, no Fourier transform back).
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from ehpc.bands import band_energies, bloch_matrix
+from ehpc.basis import Basis
+from ehpc.dft import label_structure
+from ehpc.dft.periodic import band_kmesh, build_cell, crystal_record, half_mesh, run_krks
+from ehpc.io.dataset import HamiltonianRecord, block_offsets
+from ehpc.structure import StructureError
+from ehpc.units import EV_TO_MEV, HARTREE_TO_EV
+
+BASIS = Basis("gth-szv")
+XC = "pbe"
+SCF_KMESH = (2, 2, 2)
+#: pair radius (Å) that brings the rebuilt Si gth-szv bands within 1 meV of PySCF's
+CUTOFF = 13.0
+TOL_MEV = 1.0
+WINDOW_EV = 2.0  # bands this close to the Fermi level are compared
+#: fractional k-points, none on the 2x2x2 SCF mesh: near Γ (valence maximum), near X
+#: (conduction minimum), a 4x4x4-mesh point, a third, and random points
+KPTS = np.vstack([
+    [[0.05, 0.02, 0.0], [0.1, 0.0, 0.1], [0.42, 0.0, 0.42], [0.45, 0.05, 0.45],
+     [0.25, 0.0, 0.25], [1 / 3, 1 / 3, 0.0]],
+    np.random.default_rng(7).random((4, 3)),
+])
+
+
+@pytest.fixture(scope="module")
+def silicon():
+    return bulk("Si", "diamond", a=5.43)
+
+
+@pytest.fixture(scope="module")
+def scf(silicon):
+    pcell = build_cell(silicon, BASIS, "si2")
+    return pcell, run_krks(pcell, XC, SCF_KMESH, "si2", conv_tol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def record(silicon, scf):
+    pcell, mf = scf
+    return crystal_record(silicon, BASIS, mf, pcell, CUTOFF, "si2", XC, SCF_KMESH)
+
+
+@pytest.fixture(scope="module")
+def reference(scf):
+    """PySCF's bands (eV) at KPTS."""
+    pcell, mf = scf
+    energies, _ = mf.get_bands(pcell.cell.get_abs_kpts(KPTS))
+    return np.array(energies) * HARTREE_TO_EV  # [n_k, nao]
+
+
+def band_errors_mev(record, reference) -> np.ndarray:
+    """|ε_ours - ε_PySCF| in meV for the bands within WINDOW_EV of the Fermi level."""
+    near = np.abs(reference - record.attrs["fermi_level"]) < WINDOW_EV  # [n_k, nao]
+    assert near.sum() >= len(KPTS), "too few bands near the Fermi level to test anything"
+    return np.abs(band_energies(record, BASIS, KPTS) - reference)[near] * EV_TO_MEV
+
+
+def within(record: HamiltonianRecord, cutoff: float) -> HamiltonianRecord:
+    """The same record keeping only the pairs closer than ``cutoff`` Å."""
+    nao = BASIS.nao_per_atom(record.numbers)
+    pairs = record.atom_pairs
+    vectors = record.positions[pairs[:, 4]] + pairs[:, :3] @ record.cell - record.positions[pairs[:, 3]]
+    keep = np.flatnonzero(np.linalg.norm(vectors, axis=1) < cutoff)
+
+    def subset(flat):
+        return np.concatenate([flat[record.block_offsets[p] : record.block_offsets[p + 1]] for p in keep])
+
+    return HamiltonianRecord(
+        record.name, record.numbers, record.positions, record.cell, record.pbc, pairs[keep],
+        block_offsets(pairs[keep], nao), subset(record.hamiltonian), subset(record.overlap), record.attrs,
+    )
+
+
+def test_kpoints_are_off_the_scf_mesh():
+    on_mesh = np.all(np.isclose((KPTS * np.array(SCF_KMESH)) % 1.0, 0.0) |
+                     np.isclose((KPTS * np.array(SCF_KMESH)) % 1.0, 1.0), axis=1)
+    assert not on_mesh.any()
+
+
+@pytest.mark.slow
+def test_bands_match_pyscf_off_the_scf_mesh(record, reference):
+    record.check(BASIS)
+    assert band_errors_mev(record, reference).max() < TOL_MEV
+
+
+@pytest.mark.slow
+def test_scf_mesh_transform_aliases(silicon, scf, reference):
+    """Transforming back from the SCF's own 2x2x2 mesh folds far blocks in: bands go wrong."""
+    pcell, mf = scf
+    aliased = crystal_record(silicon, BASIS, mf, pcell, CUTOFF, "si2_aliased", XC, SCF_KMESH,
+                             band_mesh=SCF_KMESH)
+    assert band_errors_mev(aliased, reference).max() > 10 * TOL_MEV
+
+
+@pytest.mark.slow
+def test_shorter_cutoff_misses_the_tolerance(record, reference):
+    assert band_errors_mev(within(record, 9.0), reference).max() > 5 * TOL_MEV
+
+
+@pytest.mark.slow
+def test_blocks_are_hermitian_across_directions(record):
+    nao = BASIS.nao_per_atom(record.numbers)
+    index = {tuple(int(x) for x in row): p for p, row in enumerate(record.atom_pairs)}
+    for p, (rx, ry, rz, i, j) in enumerate(record.atom_pairs):
+        q = index[(-rx, -ry, -rz, j, i)]
+        np.testing.assert_allclose(record.block(p, nao), record.block(q, nao).T, atol=1e-9)
+        np.testing.assert_allclose(record.block(p, nao, "overlap"), record.block(q, nao, "overlap").T, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_overlap_matches_pyscf_lattice_sum(record, scf):
+    pcell, _ = scf
+    expected = pcell.cell.pbc_intor("int1e_ovlp", hermi=1, kpts=pcell.cell.get_abs_kpts(KPTS))
+    for k, s_k in zip(KPTS, expected):
+        np.testing.assert_allclose(bloch_matrix(record, BASIS, k, "overlap"), s_k, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_attributes(record):
+    assert record.attrs["n_electrons"] == 8
+    assert record.attrs["lumo"] > record.attrs["homo"]
+    assert np.array_equal(record.attrs["kmesh"], SCF_KMESH)
+    supercell = record.attrs["band_kmesh"][:, None] * record.cell
+    assert _shortest(supercell) > 2 * CUTOFF
+
+
+@pytest.mark.parametrize("reach", [7.0, 17.3, 25.0])
+@pytest.mark.parametrize("lattice", ["fcc", "triclinic"])
+def test_band_kmesh_supercell_is_long_enough(lattice, reach):
+    cell = bulk("Si", "diamond", a=5.43).cell[:] if lattice == "fcc" else np.array(
+        [[4.0, 0.0, 0.0], [3.1, 2.5, 0.0], [1.2, -0.7, 3.3]])
+    mesh = np.array(band_kmesh(cell, reach))
+    assert _shortest(mesh[:, None] * cell) >= reach
+    # never more k-points than the plain rule "N_a * plane spacing >= reach"
+    heights = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    assert np.prod(mesh) <= np.prod(np.ceil(reach / heights))
+
+
+@pytest.mark.parametrize("mesh", [(1, 1, 1), (2, 3, 4), (5, 5, 5)])
+def test_half_mesh_covers_the_mesh(mesh):
+    kpts, weights = half_mesh(mesh)
+    assert weights.sum() == np.prod(mesh)
+    full = {tuple(np.round(k * mesh).astype(int) % mesh) for k in kpts} | \
+           {tuple(np.round(-k * mesh).astype(int) % mesh) for k in kpts}
+    assert full == set(itertools.product(*[range(n) for n in mesh]))
+
+
+def test_partly_periodic_structure_is_refused(silicon):
+    slab = silicon.copy()
+    slab.pbc = (True, True, False)
+    with pytest.raises(StructureError, match="si_slab"):
+        label_structure(slab, BASIS, XC, 4.0, "si_slab")
+
+
+def _shortest(lattice: np.ndarray, span: int = 4) -> float:
+    """Brute-force shortest nonzero lattice vector (coefficients up to ``span``)."""
+    coefficients = np.array([c for c in itertools.product(range(-span, span + 1), repeat=3) if any(c)])
+    return float(np.linalg.norm(coefficients @ lattice, axis=1).min())
