@@ -24,3 +24,15 @@ FILE_UNITS = {"energy_unit": ENERGY_UNIT, "length_unit": LENGTH_UNIT, "overlap_u
 
 #: the closest two atoms may be before a structure is rejected as unphysical
 MIN_INTERATOMIC_DISTANCE = 0.5  # Å
+
+
+def pyscf_bohr_to_angstrom() -> float:
+    """PySCF's own Bohr radius in Å, for coordinates handed to PySCF/libcint in Bohr.
+
+    PySCF converts Å input with its CODATA value, which differs from ASE's by ~1e-9
+    relative; integrals computed from Bohr coordinates must use the same value as the
+    reference calculations or they drift by ~1e-9.
+    """
+    from pyscf.data import nist
+
+    return float(nist.BOHR)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..basis import Basis
 from ..io.dataset import block_offsets
-from ..units import HARTREE_TO_EV
+from ..units import HARTREE_TO_EV, pyscf_bohr_to_angstrom
 
 #: default magnitude (Frobenius norm of a block) below which a pair's integrals are dropped
 INTEGRAL_TOLERANCE = 1.0e-12
@@ -128,25 +128,14 @@ def cross_integrals(
 
     intor, factor = _operator(operator)
     numbers = np.concatenate([numbers_a, numbers_b]).astype(np.int64)
-    positions = np.concatenate([positions_a, positions_b]) / _pyscf_bohr()  # [n_a + n_b, 3]
+    bohr = pyscf_bohr_to_angstrom()
+    positions = np.concatenate([positions_a, positions_b]) / bohr  # [n_a + n_b, 3]
     template = element_template(basis, tuple(sorted({int(z) for z in numbers})))
     atm, bas, env = _tile(template, numbers, positions)
     n_bas_a = sum(len(template.bas[int(z)]) for z in numbers_a)
     shls = (0, n_bas_a, n_bas_a, len(bas))
     out = moleintor.getints(intor, atm, bas, env, shls_slice=shls, comp=1)  # [nao_a, nao_b]
     return out * factor if factor != 1.0 else out
-
-
-def _pyscf_bohr() -> float:
-    """PySCF's Bohr radius in Å.
-
-    Labels come from PySCF runs given Å coordinates, which PySCF converts with its own
-    CODATA value; libcint is fed Bohr here directly, so the conversion must be PySCF's
-    or integrals drift by ~1e-9 relative to the reference.
-    """
-    from pyscf.data import nist
-
-    return float(nist.BOHR)
 
 
 def _operator(operator: str) -> tuple[str, float]:
