@@ -189,6 +189,8 @@ def _shortest_vector(supercell: np.ndarray, heights: np.ndarray, reach: float) -
     """
     bounds = [range(-b, b + 1) for b in np.floor(reach / heights).astype(int)]
     coefficients = np.array([c for c in itertools.product(*bounds) if any(c)])  # [n, 3]
+    if len(coefficients) == 0:
+        return math.inf  # every plane spacing already exceeds reach
     return float(np.linalg.norm(coefficients @ supercell, axis=1).min())
 
 

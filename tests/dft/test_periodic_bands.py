@@ -167,3 +167,12 @@ def _shortest(lattice: np.ndarray, span: int = 4) -> float:
     """Brute-force shortest nonzero lattice vector (coefficients up to ``span``)."""
     coefficients = np.array([c for c in itertools.product(range(-span, span + 1), repeat=3) if any(c)])
     return float(np.linalg.norm(coefficients @ lattice, axis=1).min())
+
+
+def test_band_kmesh_when_first_guess_suffices():
+    """A mesh whose supercell planes are all farther apart than ``reach`` needs no search."""
+    from ehpc.dft.periodic import band_kmesh
+
+    lattice = np.eye(3) * 5.43
+    mesh = band_kmesh(lattice, 19.25)
+    assert mesh == (4, 4, 4)  # 4 * 5.43 = 21.7 Å > 19.25 Å, while 3 * 5.43 = 16.3 Å is not
