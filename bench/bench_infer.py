@@ -1,7 +1,8 @@
-"""Cost of ``ehpc-infer`` per stage versus atom count, for silicon supercells.
+"""Cost of ``ehpc-infer`` per stage versus atom count, for silicon and graphene supercells.
 
 For every supercell size and rank count it runs ``mpirun -n P ehpc-infer`` on a rattled
-cubic diamond-Si supercell (8 n^3 atoms) and records, from the results file, the wall
+cubic diamond-Si supercell (8 n^3 atoms), or with ``--material graphene`` on a rattled
+n x n graphene sheet (2 n^2 atoms, periodic in-plane only), and records, from the results file, the wall
 time and peak resident memory of each stage on each rank, plus the total wall time of
 the job.  Results are appended as JSON to ``--json`` (one record per run), so a long
 sweep can be resumed and plotted.
@@ -10,8 +11,9 @@ Examples:
     python bench/bench_infer.py --sizes 5 --ranks 1                # 1000 atoms, quick look
     python bench/bench_infer.py --sizes 5 6 8 10 13 --ranks 1 2 --model model.pt
     python bench/bench_infer.py --sizes 5 --ranks 2 -- -st_mat_mumps_icntl_14 80
+    python bench/bench_infer.py --material graphene --sizes 23 50 --ranks 1 2
 
-Without ``--model`` a small untrained float64 model (gth-szv Si) is built: costs depend
+Without ``--model`` a small untrained float64 model (gth-szv Si or C) is built: costs depend
 on the architecture and cutoff, not on the weights.
 """
 
@@ -30,12 +32,17 @@ from pathlib import Path
 STAGES = ("partition", "halo", "predict", "overlap", "assemble", "fermi", "solve", "write")
 ATOMS_PER_CUBIC_CELL = 8
 LATTICE_CONSTANT = 5.43  # Å, silicon
+GRAPHENE_LATTICE = 2.46  # Å
+GRAPHENE_VACUUM = 10.0  # Å on each side of the sheet (no periodic images along z)
+ATOMS_PER_GRAPHENE_CELL = 2
+ELEMENT = {"si": 14, "graphene": 6}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--material", choices=("si", "graphene"), default="si")
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 6, 8, 10],
-                        help="cubic repeats n (8 n^3 atoms); 5 gives 1000 atoms")
+                        help="repeats n: Si 8 n^3 atoms (5 gives 1000), graphene 2 n^2")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="MPI rank counts")
     parser.add_argument("--model", type=Path,
                         help="trained model file (default: small untrained Si model)")
@@ -54,25 +61,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_model(path: Path, cutoff: float, n_layers: int) -> Path:
+def default_model(path: Path, cutoff: float, n_layers: int, element: int = 14) -> Path:
     import torch
 
     from ehpc.basis import Basis
     from ehpc.nn.model import HamiltonianModel
 
     torch.manual_seed(0)
-    model = HamiltonianModel(Basis("gth-szv"), [14], cutoff=cutoff, n_layers=n_layers)
+    model = HamiltonianModel(Basis("gth-szv"), [element], cutoff=cutoff, n_layers=n_layers)
     return model.to(torch.float64).save(path)
+
+
+def graphene_file(workdir: Path, size: int) -> Path:
+    """An n x n graphene sheet (2 n^2 atoms) written as extended XYZ (keeps the pbc)."""
+    from ase.build import graphene
+    from ase.io import write
+
+    path = workdir / f"graphene_{size}.extxyz"
+    sheet = graphene(a=GRAPHENE_LATTICE, size=(size, size, 1), vacuum=GRAPHENE_VACUUM)
+    sheet.pbc = (True, True, False)
+    write(path, sheet)
+    return path
 
 
 def run_one(args, model: Path, size: int, n_ranks: int, workdir: Path) -> dict:
     """One ``mpirun`` of ehpc-infer; returns the record for the JSON file."""
     from ehpc.io.results import read_results
 
-    out = workdir / f"si_{size}_p{n_ranks}.h5"
+    out = workdir / f"{args.material}_{size}_p{n_ranks}.h5"
+    if args.material == "si":
+        source = ["--supercell", f"Si:diamond:{LATTICE_CONSTANT}:{size}x{size}x{size}"]
+        n_atoms = ATOMS_PER_CUBIC_CELL * size**3
+    else:
+        source = ["--structure", str(graphene_file(workdir, size))]
+        n_atoms = ATOMS_PER_GRAPHENE_CELL * size**2
     cmd = [
         "mpirun", "--oversubscribe", "-n", str(n_ranks), shutil.which("ehpc-infer") or "ehpc-infer",
-        "--model", str(model), "--supercell", f"Si:diamond:{LATTICE_CONSTANT}:{size}x{size}x{size}",
+        "--model", str(model), *source,
         "--rattle", str(args.rattle), "--nev", str(args.nev),
         "--chunk-atoms", str(args.chunk_atoms), "--overlap-tol", str(args.overlap_tol),
         "--out", str(out), *args.petsc_options,
@@ -82,7 +107,8 @@ def run_one(args, model: Path, size: int, n_ranks: int, workdir: Path) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     wall = time.perf_counter() - start
     record = {
-        "n_atoms": ATOMS_PER_CUBIC_CELL * size**3,
+        "material": args.material,
+        "n_atoms": n_atoms,
         "repeat": size,
         "n_ranks": n_ranks,
         "wall_seconds": wall,
@@ -128,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     records = json.loads(args.json.read_text()) if args.json.is_file() else []
     with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
         workdir = Path(tmp)
-        model = args.model or default_model(workdir / "model.pt", args.cutoff, args.layers)
+        model = args.model or default_model(workdir / "model.pt", args.cutoff, args.layers,
+                                            ELEMENT[args.material])
         for size in args.sizes:
             for n_ranks in args.ranks:
                 record = run_one(args, model, size, n_ranks, workdir)
