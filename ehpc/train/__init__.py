@@ -1,0 +1,24 @@
+"""Distributed training of the Hamiltonian network (``ehpc-train``).
+
+- ``config.py``: the config schema, ``--set`` overrides, the resolved ``config.yaml``;
+- ``distributed.py``: ``init_distributed()`` for torchrun, srun and mpirun;
+- ``batching.py``: per-rank batches in lockstep, exact validation shards;
+- ``data.py``: the training/validation splits, checked, as graphs;
+- ``loop.py``: the trainer (DDP, EMA, checkpoints, early stopping, metrics);
+- ``checkpoint.py``, ``ema.py``, ``schedule.py``, ``plot.py``: its parts.
+"""
+
+from .config import Config, ConfigError, load_config
+from .distributed import DistInfo, init_distributed
+from .loop import Trainer, TrainingDiverged, TrainingInterrupted
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DistInfo",
+    "Trainer",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "init_distributed",
+    "load_config",
+]
