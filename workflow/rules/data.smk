@@ -48,7 +48,7 @@ rule labels:
     resources:
         runtime=240,
         mem_mb=8000,
-    threads: 2
+    threads: 1  # chunks run side by side; a cluster profile may raise it
     shell:
         "OMP_NUM_THREADS={threads} ehpc-datagen --structures {input} {params.dft} "
         "--out-dir {params.out_dir} --chunk {wildcards.chunk} --n-chunks {params.n_chunks} "
