@@ -244,9 +244,9 @@ def water(args) -> dict:
         nao = basis.nao_per_atom(record.numbers)
         pairs, pred = model.predict(record.numbers, record.positions, record.cell, record.pbc,
                                     pairs=record.atom_pairs, name=record.name)
-        h_pred = gamma_matrix(pairs, record.block_offsets, pred, nao)  # [nao, nao] eV
-        h_ref = gamma_matrix(record.atom_pairs, record.block_offsets, record.hamiltonian, nao)
-        s = gamma_matrix(record.atom_pairs, record.block_offsets, record.overlap, nao)
+        h_pred = gamma_matrix(pairs, pred, nao)  # [nao, nao] eV
+        h_ref = gamma_matrix(record.atom_pairs, record.hamiltonian, nao)
+        s = gamma_matrix(record.atom_pairs, record.overlap, nao)
         m = occupied_metrics(h_pred, h_ref, s, int(record.attrs["n_electrons"]) // 2)
         energy_err.append(m["energy_err_eV"])
         cosines.append(m["cosine_per_orbital"])
@@ -418,8 +418,8 @@ def silicon(args) -> dict:
                                         record.pbc, pairs=record.atom_pairs, name=record.name)
             predict_s = min(predict_s, time.perf_counter() - t)
         s = gamma_overlap(atoms, basis)  # [nao, nao]
-        h_pred = gamma_matrix(pairs, record.block_offsets, pred, nao)  # [nao, nao] eV
-        h_ref = gamma_matrix(record.atom_pairs, record.block_offsets, record.hamiltonian, nao)
+        h_pred = gamma_matrix(pairs, pred, nao)  # [nao, nao] eV
+        h_ref = gamma_matrix(record.atom_pairs, record.hamiltonian, nao)
         fermi = float(record.attrs["fermi_level"])
         window = window_metrics(h_pred, h_ref, s, fermi, args.window)
         # how far the cutoff-truncated DFT blocks are from the SCF's own Γ levels

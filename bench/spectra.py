@@ -10,24 +10,19 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from ehpc.io.results import gamma_matrix as sparse_gamma_matrix
 from ehpc.units import EV_TO_MICROHARTREE
 
 
-def gamma_matrix(pairs: np.ndarray, offsets: np.ndarray, flat: np.ndarray,
-                 nao: np.ndarray) -> np.ndarray:
-    """Dense ``Σ_R M_ij(R)`` (the Γ-point Bloch matrix; R = 0 only for molecules).
+def gamma_matrix(pairs: np.ndarray, flat: np.ndarray, nao: np.ndarray) -> np.ndarray:
+    """Dense, symmetrised ``Σ_R M_ij(R)`` (the Γ-point Bloch matrix; R = 0 for molecules).
 
     Args:
         pairs: ``[Rx, Ry, Rz, i, j]`` rows.               # [n_pairs, 5]
-        offsets: start of each block in ``flat``.         # [n_pairs + 1]
         flat: the blocks, row-major, PySCF AO order.      # [n_entries]
         nao: orbitals per atom.                           # [n_atoms]
     """
-    first = np.concatenate([[0], np.cumsum(nao)])  # [n_atoms + 1]
-    out = np.zeros((first[-1], first[-1]))  # [nao_total, nao_total]
-    for p, (_, _, _, i, j) in enumerate(np.asarray(pairs)):
-        block = flat[offsets[p]:offsets[p + 1]].reshape(nao[i], nao[j])  # [nao_i, nao_j]
-        out[first[i]:first[i + 1], first[j]:first[j + 1]] += block
+    out = sparse_gamma_matrix(pairs, flat, nao).toarray()  # [nao_total, nao_total]
     return 0.5 * (out + out.T)
 
 

@@ -196,7 +196,7 @@ def read_record(group: h5py.Group, name: str | None = None) -> HamiltonianRecord
         name=name or group.name.rsplit("/", 1)[-1],
         hamiltonian=group[HAMILTONIAN][()] if HAMILTONIAN in group else None,
         overlap=group[OVERLAP][()] if OVERLAP in group else None,
-        attrs={k: _plain(v) for k, v in group.attrs.items()},
+        attrs={k: plain_value(v) for k, v in group.attrs.items()},
         **arrays,
     )
 
@@ -217,7 +217,7 @@ class Dataset:
             with h5py.File(self.path, "r") as f:
                 if STRUCTURES not in f:
                     raise DatasetError(f"{self.path}: not an ehpc dataset (no /{STRUCTURES} group)")
-                self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
+                self.attrs = {k: plain_value(v) for k, v in f.attrs.items()}
                 self.names = sorted(f[STRUCTURES].keys())
         except OSError as err:
             raise DatasetError(f"{self.path}: unreadable or truncated HDF5 file ({err})") from None
@@ -288,7 +288,8 @@ def merge(paths, out: str | Path) -> Path:
     return Path(out)
 
 
-def _plain(value):
+def plain_value(value):
+    """An HDF5 attribute as a plain Python value (bytes decoded, NumPy scalars unwrapped)."""
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, np.generic):

@@ -28,6 +28,7 @@ from .dataset import (
     DatasetError,
     HamiltonianRecord,
     block_offsets,
+    plain_value,
 )
 
 RESULTS = "results"
@@ -163,7 +164,7 @@ def read_results(path: str | Path) -> Results:
         if RESULTS not in f:
             raise DatasetError(f"{path}: not an ehpc-infer results file (no /{RESULTS} group)")
         group = f[RESULTS]
-        attrs = {k: _plain(v) for k, v in group.attrs.items()}
+        attrs = {k: plain_value(v) for k, v in group.attrs.items()}
         _check_sources(path, f)
         stages = json.loads(attrs["stages"])
         timings = group["timings"][()]  # [n_ranks, n_stages]
@@ -203,10 +204,3 @@ def _check_sources(path: Path, f: h5py.File) -> None:
             f"keep the {path.name}.ranks folder beside it"
         )
 
-
-def _plain(value):
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
