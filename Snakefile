@@ -1,14 +1,24 @@
-# ehpc workflow: structures -> PySCF labels -> dataset (-> training -> evaluation ->
-# sharded inference -> analysis as those stages land).
+# ehpc workflow: structures -> PySCF labels -> dataset -> training -> evaluation against
+# DFT -> MPI-sharded inference on a large structure -> summary and plots.
 #
-#   snakemake --cores all --configfile configs/default.yaml      # laptop
+#   snakemake --cores all --configfile configs/default.yaml      # laptop (./run.sh does this)
 #   snakemake --profile cluster/slurm --configfile configs/...   # SLURM cluster
+#
+# Every output goes under config["workdir"]; every rule logs to <workdir>/logs/.
+import json
+import shlex
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
 
 
-configfile: "configs/default.yaml"
+# The embedded default applies only when no --configfile is given: a user's config
+# replaces it as a whole rather than being merged key by key into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: str(Path(workflow.basedir) / "configs" / "default.yaml")
 
 
 validate(config, "configs/schema.yaml")
@@ -17,9 +27,42 @@ WORK = config["workdir"].rstrip("/")
 N_CHUNKS = config["datagen"].get("n_chunks", 1)
 
 
+def check_structure_specs():
+    """Every structure spec of the config, checked before any job starts."""
+    from ehpc.sources import SourceError, check_spec
+
+    specs = [("structures", s) for s in config["structures"]]
+    specs += [("evaluate.band_structure", config["evaluate"].get("band_structure"))]
+    specs += [("infer.structure", config["infer"]["structure"])]
+    for where, spec in specs:
+        if spec is None:
+            continue
+        try:
+            check_spec(spec)
+        except SourceError as err:
+            raise ValueError(f"config {where}: {err}") from None
+        if spec.get("kind") == "file" and not Path(spec["path"]).is_file():
+            raise ValueError(f"config {where}: structure file {spec['path']!r} not found")
+
+
+def spec_json(spec) -> str:
+    """A structure spec as shell-quoted JSON, file paths made absolute."""
+    specs = spec if isinstance(spec, list) else [spec]
+    specs = [dict(s, path=str(Path(s["path"]).resolve())) if s.get("path") else s for s in specs]
+    return shlex.quote(json.dumps(specs))
+
+
+check_structure_specs()
+
+
 include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/inference.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:
     input:
-        f"{WORK}/dataset.h5",
+        rules.report.output,
+        rules.evaluate.output,
+        f"{WORK}/infer/results.h5",

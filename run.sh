@@ -75,7 +75,12 @@ cmd=${1:-workflow}
 case "$cmd" in
   workflow)
     setup
-    exec snakemake --cores "${EHPC_CORES:-all}" --configfile configs/default.yaml "$@" ;;
+    # Snakemake killed outright (SIGKILL, a lost login node) leaves its lock behind; with
+    # no other Snakemake running, release it so that the rerun resumes.
+    if [ -n "$(ls -A .snakemake/locks 2>/dev/null)" ] && ! pgrep -f "bin/snakemake" >/dev/null; then
+      snakemake --unlock --cores 1 >/dev/null 2>&1 || true
+    fi
+    exec snakemake --cores "${EHPC_CORES:-all}" --rerun-incomplete --configfile configs/default.yaml "$@" ;;
   test)
     setup
     exec python -m pytest -q -p no:cacheprovider "$@" ;;

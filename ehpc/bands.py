@@ -1,17 +1,48 @@
-"""Band energies from stored real-space blocks: ``H(k) = Σ_R e^{2πi k·R} H(R)``.
+"""Band energies from real-space blocks: ``H(k) = Σ_R e^{2πi k·R} H(R)``.
 
 With ``H_ij(R) = <phi_i(cell 0)|H|phi_j(cell R)>`` and Bloch sums
 ``Σ_R e^{2πi k·R} phi_j(r - R)`` (PySCF's convention), the generalised eigenproblem
 ``H(k) c = ε S(k) c`` gives the bands at fractional k.
+
+Two sources of blocks:
+
+* a labelled record (:func:`band_energies`), whose H and S are both cut at the record's
+  pair cutoff, so S(k) can lose positive definiteness for diffuse bases;
+* a model (:func:`model_bands`): H predicted for every pair within the model's cutoff,
+  S exact from the basis functions out to where it falls below ``overlap_tol``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 
 from .basis import Basis
 from .io.dataset import HAMILTONIAN, OVERLAP, HamiltonianRecord
+from .io.results import gamma_matrix
+
+#: k-points along a default band path
+BAND_PATH_POINTS = 80
+#: overlap entries below this are dropped when building S(k) for model bands
+OVERLAP_TOL = 1e-10
+
+
+def bloch_sum(atom_pairs: np.ndarray, flat: np.ndarray, nao: np.ndarray,
+              k_frac: np.ndarray) -> np.ndarray:
+    """Dense ``Σ_R e^{2πi k·R} M(R)`` from block-sparse ``M(R)`` at one fractional k.
+
+    Args:
+        atom_pairs: ``[Rx, Ry, Rz, i, j]`` rows.            # [n_pairs, 5]
+        flat: row-major blocks laid out by ``block_offsets``.  # [n_entries]
+        nao: orbitals per atom.                              # [n_atoms]
+        k_frac: k in units of the reciprocal lattice vectors.  # [3]
+    """
+    atom_pairs = np.asarray(atom_pairs, dtype=np.int64).reshape(-1, 5)
+    phases = np.exp(2j * np.pi * atom_pairs[:, :3] @ np.asarray(k_frac, dtype=np.float64))
+    sizes = nao[atom_pairs[:, 3]] * nao[atom_pairs[:, 4]]  # [n_pairs]
+    return gamma_matrix(atom_pairs, np.repeat(phases, sizes) * flat, nao).toarray()
 
 
 def bloch_matrix(
@@ -21,15 +52,20 @@ def bloch_matrix(
     flat = getattr(record, which)
     if flat is None:
         raise ValueError(f"{record.name}: record stores no {which}; relabel it with overlaps")
-    nao = basis.nao_per_atom(record.numbers)
-    starts = np.concatenate([[0], np.cumsum(nao)])
-    pairs = record.atom_pairs
-    phases = np.exp(2j * np.pi * pairs[:, :3] @ np.asarray(k_frac, dtype=np.float64))  # [n_pairs]
-    matrix = np.zeros((starts[-1], starts[-1]), dtype=np.complex128)  # [nao_cell, nao_cell]
-    for p, (phase, i, j) in enumerate(zip(phases, pairs[:, 3], pairs[:, 4])):
-        block = flat[record.block_offsets[p] : record.block_offsets[p + 1]].reshape(nao[i], nao[j])
-        matrix[starts[i] : starts[i + 1], starts[j] : starts[j + 1]] += phase * block
-    return matrix
+    return bloch_sum(record.atom_pairs, flat, basis.nao_per_atom(record.numbers), k_frac)
+
+
+def _solve(h_of_k, s_of_k, kpts_frac: np.ndarray, name: str) -> np.ndarray:
+    bands = []
+    for k in kpts_frac:
+        try:
+            bands.append(scipy.linalg.eigh(h_of_k(k), s_of_k(k), eigvals_only=True))
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                f"{name}: overlap S(k) at k={k.tolist()} is not positive definite; "
+                "the overlap is cut too short for this basis"
+            ) from None
+    return np.array(bands)  # [n_k, nao_cell]
 
 
 def band_energies(record: HamiltonianRecord, basis: Basis, kpts_frac: np.ndarray) -> np.ndarray:
@@ -48,15 +84,57 @@ def band_energies(record: HamiltonianRecord, basis: Basis, kpts_frac: np.ndarray
             cutoff truncates the overlap too early.
     """
     kpts_frac = np.atleast_2d(np.asarray(kpts_frac, dtype=np.float64))
-    bands = []
-    for k in kpts_frac:
-        h = bloch_matrix(record, basis, k, HAMILTONIAN)  # [nao_cell, nao_cell]
-        s = bloch_matrix(record, basis, k, OVERLAP)  # [nao_cell, nao_cell]
-        try:
-            bands.append(scipy.linalg.eigh(h, s, eigvals_only=True))  # [nao_cell]
-        except np.linalg.LinAlgError:
-            raise ValueError(
-                f"{record.name}: overlap S(k) at k={k.tolist()} is not positive definite; "
-                "the stored pair cutoff is too short for this basis"
-            ) from None
-    return np.array(bands)  # [n_k, nao_cell]
+    return _solve(lambda k: bloch_matrix(record, basis, k, HAMILTONIAN),
+                  lambda k: bloch_matrix(record, basis, k, OVERLAP), kpts_frac, record.name)
+
+
+def model_bands(model, atoms, kpts_frac: np.ndarray, overlap_tol: float = OVERLAP_TOL,
+                name: str = "band structure") -> np.ndarray:
+    """Bands in eV of a periodic ``atoms`` from the model's H(R) and the exact S(R).
+
+    Args:
+        model: anything with ``basis`` and ``predict`` (e.g. a HamiltonianModel).
+        atoms: a fully periodic ``ase.Atoms``.
+        kpts_frac: k-points in units of the reciprocal lattice vectors.  # [n_k, 3]
+        overlap_tol: S(R) blocks are computed for every pair whose overlap can exceed this.
+        name: used in errors.
+
+    Returns:
+        Band energies in eV, ascending.                                   # [n_k, nao_cell]
+    """
+    from .infer.overlap import IntegralModel
+
+    numbers, positions = atoms.numbers, atoms.positions
+    cell, pbc = np.asarray(atoms.cell[:]), atoms.pbc
+    h_pairs, h_flat = model.predict(numbers, positions, cell, pbc, name=name)
+    exact = IntegralModel(model.basis, "overlap", tol=overlap_tol).with_cutoff_for(numbers)
+    s_pairs, s_flat = exact.predict(numbers, positions, cell, pbc)
+    nao = model.basis.nao_per_atom(numbers)
+    kpts_frac = np.atleast_2d(np.asarray(kpts_frac, dtype=np.float64))
+    return _solve(lambda k: bloch_sum(h_pairs, h_flat, nao, k),
+                  lambda k: bloch_sum(s_pairs, s_flat, nao, k), kpts_frac, name)
+
+
+@dataclass(frozen=True)
+class BandPath:
+    """k-points along a path through the special points of a cell's Brillouin zone."""
+
+    kpts: np.ndarray  # [n_k, 3] fractional
+    x: np.ndarray  # [n_k] cumulative path length (1/Å)
+    ticks: list[tuple[float, str]]  # (x, label) of the special points
+    path: str
+
+
+def band_path(atoms, path: str | None = None, npoints: int = BAND_PATH_POINTS) -> BandPath:
+    """The standard path of the cell's Bravais lattice (ASE/Setyawan–Curtarolo) or ``path``.
+
+    Args:
+        atoms: a periodic ``ase.Atoms``.
+        path: special-point letters, e.g. ``"LGXWK"``; the lattice's default if None.
+        npoints: k-points along the whole path.
+    """
+    bandpath = atoms.cell.bandpath(path, npoints=npoints)
+    x, special_x, labels = bandpath.get_linear_kpoint_axis()
+    return BandPath(np.asarray(bandpath.kpts), np.asarray(x),
+                    [(float(p), str(label)) for p, label in zip(special_x, labels)],
+                    bandpath.path)

@@ -1,4 +1,4 @@
-"""Where training structures come from: files, perturbed crystals, thermal molecules.
+"""Where structures come from: files, perturbed crystals, thermal molecules, molecular clusters.
 
 Every source returns a list of ``ase.Atoms`` whose ``atoms.info["name"]`` is set and
 unique within the list, so each structure can become one labelled file of its own.
@@ -15,6 +15,7 @@ functional and is cached by geometry and level of theory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import warnings
@@ -178,6 +179,47 @@ def molecular_conformers(
     sampler = CONFORMER_METHODS[method]
     return sampler(atoms, n, temperature, seed, _as_basis(basis), xc, charge, spin, cache_dir,
                    prefix)
+
+
+def molecular_cluster(
+    atoms: Atoms, grid, spacing: float, seed: int = 0, prefix: str | None = None
+) -> Atoms:
+    """Copies of a molecule, each randomly rotated, on a cubic grid: a finite cluster.
+
+    A quick stand-in for a liquid droplet when testing inference at scale (water at
+    ``spacing`` 3.1 Å has about the density of liquid water).
+
+    Args:
+        atoms: the molecule.
+        grid: copies along x, y and z.
+        spacing: distance in Å between neighbouring molecular centres.
+        seed: random seed of the orientations.
+        prefix: name stem; defaults to ``atoms.info["name"]`` or the formula.
+
+    Raises:
+        SourceError: a bad grid or spacing, or two copies closer than
+            ``MIN_INTERATOMIC_DISTANCE``.
+    """
+    from scipy.spatial.transform import Rotation
+
+    prefix = prefix or _default_prefix(atoms)
+    if len(grid) != 3 or not all(isinstance(g, int) and g >= 1 for g in grid):
+        raise SourceError(f"{prefix}: 'grid' must be three positive integers, got {grid!r}")
+    if not np.isfinite(spacing) or spacing <= 0:
+        raise SourceError(f"{prefix}: 'spacing' must be a positive length in Å, got {spacing}")
+    rng = np.random.default_rng(seed)
+    centred = atoms.positions - atoms.get_center_of_mass()  # [n_mol, 3]
+    centres = spacing * np.array(list(itertools.product(*[range(g) for g in grid])), float)
+    rotations = Rotation.random(len(centres), random_state=rng).as_matrix()  # [n_copies, 3, 3]
+    positions = np.einsum("cij,aj->cai", rotations, centred) + centres[:, None, :]
+    cluster = Atoms(numbers=np.tile(atoms.numbers, len(centres)),
+                    positions=positions.reshape(-1, 3), pbc=False)
+    cluster.info["name"] = f"{prefix}_cluster_{len(centres)}"
+    try:
+        validate(cluster, cluster.info["name"])
+    except StructureError as err:
+        raise SourceError(f"{err}; increase 'spacing'") from None
+    return cluster
 
 
 def _normal_mode_conformers(
@@ -411,6 +453,10 @@ SPEC_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], object]]] = {
         "method": (str, "normal_modes"), "charge": (int, 0), "spin": (int, None),
         "hessian_basis": (str, None), "hessian_xc": (str, None),
     },
+    "cluster": {
+        "name": (str, REQUIRED), "path": (str, None), "prefix": (str, None),
+        "grid": ((list, tuple), REQUIRED), "spacing": ((int, float), REQUIRED), "seed": (int, 0),
+    },
     "bulk": {
         "name": (str, REQUIRED), "crystal": (str, None), "a": ((int, float), None),
         "c": ((int, float), None), "cubic": (bool, False), "orthorhombic": (bool, False),
@@ -444,6 +490,16 @@ def from_spec(
         base_dir: folder that relative ``path`` values are relative to.
         cache_dir: on-disk Hessian cache.
     """
+    values = check_spec(spec)
+    base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
+    return SPEC_BUILDERS[spec["kind"]](values, basis, xc, base_dir, cache_dir)
+
+
+def check_spec(spec: dict) -> dict:
+    """The spec's values with defaults filled in; SourceError names a bad kind, key or value.
+
+    Cheap (nothing is built), so a workflow can check every spec before any job starts.
+    """
     if not isinstance(spec, dict):
         raise SourceError(f"structure spec must be a mapping, got {type(spec).__name__}: {spec!r}")
     kind = spec.get("kind")
@@ -451,9 +507,7 @@ def from_spec(
         raise SourceError(
             f"structure spec {_label(spec)}: unknown kind {kind!r}; choose from {sorted(SPEC_KEYS)}"
         )
-    values = _spec_values(spec, kind)
-    base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
-    return SPEC_BUILDERS[kind](values, basis, xc, base_dir, cache_dir)
+    return _spec_values(spec, kind)
 
 
 def _spec_values(spec: dict, kind: str) -> dict:
@@ -489,21 +543,25 @@ def _build_file(values, basis, xc, base_dir: Path, cache_dir) -> list[Atoms]:
     return frames
 
 
+def _reference_molecule(name: str, path: str | None, base_dir: Path) -> Atoms:
+    """The molecule of a spec: first frame of ``path``, or ``name`` from ASE's g2 set."""
+    if path:
+        path = Path(path)
+        return read_structures(path if path.is_absolute() else base_dir / path, index="0")[0]
+    from ase.build import molecule
+
+    try:
+        return molecule(name)
+    except KeyError:
+        raise SourceError(
+            f"structure spec {name!r}: not a molecule in ase.collections.g2; "
+            "give 'path' to a geometry file"
+        ) from None
+
+
 def _build_molecule(values, basis, xc, base_dir: Path, cache_dir) -> list[Atoms]:
     name = values["name"]
-    if values["path"]:
-        path = Path(values["path"])
-        atoms = read_structures(path if path.is_absolute() else base_dir / path, index="0")[0]
-    else:
-        from ase.build import molecule
-
-        try:
-            atoms = molecule(name)
-        except KeyError:
-            raise SourceError(
-                f"structure spec {name!r}: not a molecule in ase.collections.g2; "
-                "give 'path' to a geometry file"
-            ) from None
+    atoms = _reference_molecule(name, values["path"], base_dir)
     hessian_basis = values["hessian_basis"] or basis
     hessian_xc = values["hessian_xc"] or xc
     if hessian_basis is None or hessian_xc is None:
@@ -539,7 +597,14 @@ def _build_bulk(values, basis, xc, base_dir: Path, cache_dir) -> list[Atoms]:
     )
 
 
-SPEC_BUILDERS = {"file": _build_file, "molecule": _build_molecule, "bulk": _build_bulk}
+def _build_cluster(values, basis, xc, base_dir: Path, cache_dir) -> list[Atoms]:
+    molecule_atoms = _reference_molecule(values["name"], values["path"], base_dir)
+    return [molecular_cluster(molecule_atoms, values["grid"], float(values["spacing"]),
+                              values["seed"], values["prefix"] or values["name"])]
+
+
+SPEC_BUILDERS = {"file": _build_file, "molecule": _build_molecule, "bulk": _build_bulk,
+                 "cluster": _build_cluster}
 
 
 def load_specs(path: str | Path) -> list[dict]:

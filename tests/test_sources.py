@@ -213,3 +213,27 @@ def test_from_spec_file_and_prefix(tmp_path):
 def test_from_spec_errors_name_the_problem(spec, message, tmp_path):
     with pytest.raises((SourceError, ValueError), match=message.replace("(", r"\(").replace("[", r"\[")):
         from_spec(spec, basis=BASIS, xc=XC, base_dir=tmp_path)
+
+
+def test_molecular_cluster_keeps_each_molecule_rigid_and_refuses_overlaps():
+    from ase.build import molecule as g2_molecule
+
+    from ehpc.sources import molecular_cluster
+
+    water = g2_molecule("H2O")
+    cluster = molecular_cluster(water, [3, 2, 2], 3.1, seed=1)
+    assert len(cluster) == 36 and not cluster.pbc.any()
+    assert cluster.info["name"] == "H2O_cluster_12"
+    reference = water.get_all_distances()
+    orientations = []
+    for k in range(12):
+        copy = cluster[3 * k: 3 * k + 3]
+        np.testing.assert_allclose(copy.get_all_distances(), reference, atol=1e-12)
+        orientations.append(copy.positions[1] - copy.positions[0])
+    assert len({tuple(np.round(v, 6)) for v in orientations}) == 12  # randomly rotated
+    again = molecular_cluster(water, [3, 2, 2], 3.1, seed=1)
+    np.testing.assert_array_equal(again.positions, cluster.positions)
+    with pytest.raises(SourceError, match="increase 'spacing'"):
+        molecular_cluster(water, [3, 3, 3], 0.8)
+    with pytest.raises(SourceError, match="grid"):
+        molecular_cluster(water, [3, 3], 3.1)

@@ -310,8 +310,12 @@ class IntegralModel:
             )
         self.basis.check(numbers, where)
 
-    def predict(self, numbers, positions, cell, pbc, pairs=None, device=None, dtype=None):
-        """Blocks for ``pairs`` ``[Rx, Ry, Rz, i, j]`` (default: all pairs within cutoff)."""
+    def predict(self, numbers, positions, cell, pbc, pairs=None, device=None, dtype=None,
+                name=None):
+        """Blocks for ``pairs`` ``[Rx, Ry, Rz, i, j]`` (default: all pairs within cutoff).
+
+        ``device``, ``dtype`` and ``name`` are accepted for the model interface and unused.
+        """
         from ..graph import neighbour_list
 
         numbers = np.asarray(numbers)

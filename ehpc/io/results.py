@@ -39,7 +39,8 @@ def gamma_matrix(atom_pairs: np.ndarray, flat: np.ndarray, nao: np.ndarray):
 
     Args:
         atom_pairs: ``[Rx, Ry, Rz, i, j]`` rows.           # [n_pairs, 5]
-        flat: row-major blocks laid out by ``block_offsets``. # [n_entries]
+        flat: row-major blocks laid out by ``block_offsets``, real or complex
+            (complex: already multiplied by Bloch phases).  # [n_entries]
         nao: orbitals per atom.                             # [n_atoms]
     """
     import scipy.sparse as sp
@@ -54,7 +55,9 @@ def gamma_matrix(atom_pairs: np.ndarray, flat: np.ndarray, nao: np.ndarray):
     width = np.repeat(nao[j], sizes)
     rows = np.repeat(start[i], sizes) + e // width  # [n_entries]
     cols = np.repeat(start[j], sizes) + e % width  # [n_entries]
-    matrix = sp.coo_matrix((np.asarray(flat, dtype=np.float64), (rows, cols)), shape=(n, n))
+    flat = np.asarray(flat)
+    values = flat if np.iscomplexobj(flat) else flat.astype(np.float64, copy=False)
+    matrix = sp.coo_matrix((values, (rows, cols)), shape=(n, n))
     return matrix.tocsr()  # duplicates (periodic images) are summed
 
 

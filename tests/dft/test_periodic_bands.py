@@ -176,3 +176,17 @@ def test_band_kmesh_when_first_guess_suffices():
     lattice = np.eye(3) * 5.43
     mesh = band_kmesh(lattice, 19.25)
     assert mesh == (4, 4, 4)  # 4 * 5.43 = 21.7 Å > 19.25 Å, while 3 * 5.43 = 16.3 Å is not
+
+
+def test_reference_bands_of_a_left_handed_cell_match_get_bands(silicon, reference):
+    """dft_bands on the same crystal with two lattice vectors swapped (a left-handed cell,
+    k-point components swapped to match) reproduces PySCF's bands of the original cell."""
+    from ehpc.dft.bands import dft_bands
+
+    swapped = silicon.copy()
+    swapped.set_cell(silicon.cell[[1, 0, 2]])  # same lattice and positions, det < 0
+    assert np.linalg.det(swapped.cell[:]) < 0
+    bands = dft_bands(swapped, BASIS, XC, SCF_KMESH, KPTS[:, [1, 0, 2]], conv_tol=1e-10)
+    np.testing.assert_allclose(bands.energies, reference, atol=1e-5)
+    assert bands.homo < bands.fermi_level < bands.lumo
+    assert bands.n_electrons == 8

@@ -1,6 +1,10 @@
 # Data generation: one PySCF job per chunk of structures.  Each structure's labels are
 # written as they complete, so a killed chunk resumes where it stopped.
-import json
+def hessian_args():
+    """Level of theory of the normal-mode Hessians of molecular conformers."""
+    dft = config["dft"]
+    pseudo = f" --pseudo {dft['pseudo']}" if dft.get("pseudo") else ""
+    return f"--basis {dft['basis']} --xc {dft['xc']}{pseudo}"
 
 
 def dft_args():
@@ -23,13 +27,13 @@ rule structures:
     output:
         structures=f"{WORK}/structures.extxyz",
     params:
-        spec=json.dumps(config["structures"]),
+        spec=spec_json(config["structures"]),
         spec_file=f"{WORK}/structures.json",
-        hessian=f"--basis {config['dft']['basis']} --xc {config['dft']['xc']}",
+        hessian=hessian_args(),
     log:
         f"{WORK}/logs/structures.log",
     shell:
-        "mkdir -p $(dirname {params.spec_file}) && echo '{params.spec}' > {params.spec_file} && "
+        "mkdir -p $(dirname {params.spec_file}) && echo {params.spec} > {params.spec_file} && "
         "ehpc-structures --spec {params.spec_file} --out {output.structures} {params.hessian} "
         "> {log} 2>&1"
 

@@ -1,0 +1,185 @@
+"""``ehpc-evaluate``: a trained model against DFT on held-out structures, with plots.
+
+    ehpc-evaluate --model train/model.pt --dataset dataset.h5 --split test --out-dir eval
+    ehpc-evaluate ... --band-structure si2.extxyz --kmesh 4 4 4     # + ML vs DFT bands
+
+The output folder gets ``metrics.json`` (H MAE in eV/meV/μHa, eigenvalue MAE, occupied
+cosine, gap error; overall and per structure, see :mod:`ehpc.evaluate`), and the plot
+folder ``parity.png``.  With ``--band-structure`` (a small periodic cell, first frame of
+any file ASE reads) it also runs a PySCF k-point SCF of that cell and writes
+``bands.png`` (model bands over DFT bands along the lattice's standard k-path) and
+``bands.json``.
+The model's bands use its predicted H(R) and the exact overlap S(R); the DFT bands use
+neither a cutoff nor the model.  Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import CLIError, run_main, summary
+
+PROG = "ehpc-evaluate"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=summary(__doc__))
+    parser.add_argument("--model", type=Path, required=True, help="model file from ehpc-train")
+    parser.add_argument("--dataset", type=Path, required=True, help="labelled dataset (.h5)")
+    parser.add_argument("--split", default="test",
+                        help="subset of the dataset's /splits to evaluate, or 'all' (default: test)")
+    parser.add_argument("--out-dir", type=Path, required=True, help="folder for metrics.json")
+    parser.add_argument("--plot-dir", type=Path, help="folder for the PNGs (default: --out-dir)")
+    bands = parser.add_argument_group("band structure (periodic cells)")
+    bands.add_argument("--band-structure", type=Path,
+                       help="small periodic cell to compare bands on (any ASE format)")
+    bands.add_argument("--band-path", default=None,
+                       help="special points, e.g. LGXUKG (default: the lattice's standard path)")
+    bands.add_argument("--band-points", type=int, default=80, help="k-points along the path")
+    bands.add_argument("--kmesh", type=int, nargs=3, default=[4, 4, 4],
+                       help="SCF k-mesh of the DFT reference (default: 4 4 4)")
+    bands.add_argument("--xc", default=None, help="functional (default: the dataset's)")
+    bands.add_argument("--conv-tol", type=float, default=1e-9, help="SCF tolerance (Hartree)")
+    return parser
+
+
+def held_out_records(dataset, split: str, where: Path) -> list:
+    """Records of ``split`` (or every record for ``all``), with a clear error if absent."""
+    from ..io.splits import read_splits
+
+    if split == "all":
+        return list(dataset)
+    splits = read_splits(where)
+    if split not in splits:
+        known = ", ".join(sorted(splits)) or "none"
+        raise CLIError(f"{where}: no split {split!r} (splits: {known}); use --split all or one of those")
+    if not splits[split]:
+        raise CLIError(f"{where}: split {split!r} is empty; label more structures or pick another split")
+    return [dataset[name] for name in splits[split]]
+
+
+def evaluate_records(model, records: list) -> tuple[dict, list[dict], np.ndarray, np.ndarray]:
+    """Metrics, per-structure rows, and all DFT and predicted elements (for the parity plot)."""
+    from ..evaluate import compare, predict_record, summarise
+
+    errors, dft, predicted = [], [], []
+    for record in records:
+        model.check_compatible(model.basis, record.numbers, record.name)
+        flat = predict_record(model, record)
+        errors.append(compare(model, record, predicted=flat))
+        dft.append(record.hamiltonian)
+        predicted.append(flat)
+    rows = [{"name": e.name, "h_mae_meV": e.mae * 1e3, "n_entries": e.n_entries,
+             "gap_dft_eV": e.gap_dft, "gap_model_eV": e.gap_model, "fermi_dft_eV": e.fermi_dft,
+             "occupied_cosine": e.occupied_cosine} for e in errors]
+    return summarise(errors), rows, np.concatenate(dft), np.concatenate(predicted)
+
+
+def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
+    """DFT and model bands of ``--band-structure`` along a k-path: plot, JSON, and errors."""
+    from .. import plots
+    from ..bands import band_path, model_bands
+    from ..dft.bands import dft_bands
+    from ..structure import read_structures
+
+    atoms = read_structures(args.band_structure)[0]
+    name = f"{args.band_structure.name}"
+    if not np.all(atoms.pbc):
+        raise CLIError(f"{args.band_structure}: band structures need a fully periodic cell")
+    model.check_compatible(model.basis, atoms.numbers, name)
+    path = band_path(atoms, args.band_path, args.band_points)
+    start = time.perf_counter()
+    reference = dft_bands(atoms, model.basis, xc, args.kmesh, path.kpts, name, args.conv_tol)
+    predicted = model_bands(model, atoms, path.kpts, name=name)
+    model_seconds = time.perf_counter() - start - reference.wall_time_s
+    fermi = reference.fermi_level
+    n_occ = reference.n_electrons // 2
+    window = np.abs(reference.energies - fermi) <= 2.0  # the ±2 eV window of the benchmarks
+    errors = np.abs(predicted - reference.energies)
+    result = {
+        "structure": str(args.band_structure), "path": path.path, "n_kpoints": len(path.kpts),
+        "xc": xc, "scf_kmesh": list(args.kmesh), "fermi_level_dft_eV": fermi,
+        "band_mae_eV": float(errors.mean()),
+        "band_mae_window_eV": float(errors[window].mean()) if window.any() else float("nan"),
+        "gap_dft_eV": float(reference.energies[:, n_occ].min() - reference.energies[:, n_occ - 1].max()),
+        "gap_model_eV": float(predicted[:, n_occ].min() - predicted[:, n_occ - 1].max()),
+        "dft_seconds": reference.wall_time_s, "model_seconds": model_seconds,
+    }
+    plots.band_structure(path.x, {"DFT (PySCF)": reference.energies, "ehpc model": predicted},
+                         path.ticks, args.plot_dir / "bands.png", fermi=fermi,
+                         title=f"{atoms.get_chemical_formula()}: model vs DFT")
+    write_json(args.out_dir / "bands.json", {
+        **result, "x": path.x.tolist(), "ticks": path.ticks, "kpts_frac": path.kpts.tolist(),
+        "dft_eV": reference.energies.tolist(), "model_eV": predicted.tolist()})
+    return result
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` as JSON under a temporary name, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import plots
+    from ..io.dataset import Dataset
+    from ..nn.model import HamiltonianModel
+
+    if not args.model.is_file():
+        raise CLIError(f"{args.model}: model file not found")
+    if args.band_structure is not None and not args.band_structure.is_file():
+        raise CLIError(f"{args.band_structure}: band-structure file not found")
+    if args.band_points < 2:
+        raise CLIError(f"--band-points {args.band_points}: need at least 2")
+    dataset = Dataset(args.dataset)
+    model = HamiltonianModel.load(args.model)
+    model.check_compatible(dataset.basis, [], str(args.dataset))
+    records = held_out_records(dataset, args.split, args.dataset)
+    args.plot_dir = args.plot_dir or args.out_dir
+    for folder in (args.out_dir, args.plot_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    start = time.perf_counter()
+    metrics, rows, dft, predicted = evaluate_records(model, records)
+    report = {"model": str(args.model), "dataset": str(args.dataset), "split": args.split,
+              "metrics": metrics, "structures": rows,
+              "seconds": time.perf_counter() - start}
+    plots.parity(dft, predicted, args.plot_dir / "parity.png",
+                 title=f"{args.split} split: {len(records)} structures")
+    print(f"{PROG}: {args.split}: {len(records)} structures, H MAE "
+          f"{metrics['h_mae_meV']:.3f} meV ({metrics['h_mae_uHa']:.1f} μHa), eigenvalue MAE "
+          f"{metrics['eigenvalue_mae_meV']:.3f} meV")
+    if args.band_structure is not None:
+        report["bands"] = compare_bands(model, args, args.xc or dataset.xc)
+        print(f"{PROG}: bands of {args.band_structure}: MAE within ±2 eV of E_F "
+              f"{report['bands']['band_mae_window_eV'] * 1e3:.1f} meV; gap DFT "
+              f"{report['bands']['gap_dft_eV']:.3f} eV, model {report['bands']['gap_model_eV']:.3f} eV")
+    write_json(args.out_dir / "metrics.json", report)
+    return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from ..dft import SCFNotConverged
+    from ..nn.model import ModelCompatibilityError
+
+    return (ModelCompatibilityError, SCFNotConverged)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run_main(PROG, build_parser(), run, argv)
+    except _user_errors() as err:
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

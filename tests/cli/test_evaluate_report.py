@@ -1,0 +1,127 @@
+"""ehpc-evaluate and ehpc-report on real PySCF labels: numbers, files and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import molecule
+
+from ehpc.basis import Basis
+from ehpc.cli import evaluate as evaluate_cli
+from ehpc.cli import report as report_cli
+from ehpc.dft import label_structure
+from ehpc.evaluate import compare, summarise
+from ehpc.io.dataset import DatasetWriter
+from ehpc.io.splits import write_splits
+from ehpc.nn.model import HamiltonianModel
+
+BASIS = Basis("sto-3g")
+
+
+@pytest.fixture(scope="module")
+def water_set(tmp_path_factory):
+    """Four displaced water molecules labelled by PySCF, split 2 train / 2 test."""
+    folder = tmp_path_factory.mktemp("water")
+    rng = np.random.default_rng(0)
+    records = []
+    for k in range(4):
+        atoms = molecule("H2O")
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        records.append(label_structure(atoms, BASIS, "pbe", 4.0, f"w{k}"))
+    path = folder / "water.h5"
+    with DatasetWriter(path, BASIS, "pbe") as writer:
+        for record in records:
+            writer.write(record)
+    write_splits(path, {"train": ["w0", "w1"], "test": ["w2", "w3"]})
+    model = HamiltonianModel(BASIS, [1, 8], cutoff=4.0, n_layers=1, channels=4)
+    model_path = model.save(folder / "model.pt")
+    return path, model_path, records
+
+
+def test_evaluate_writes_the_metrics_of_the_held_out_split(water_set, tmp_path, capsys):
+    data, model_path, records = water_set
+    out = tmp_path / "eval"
+    assert evaluate_cli.main(["--model", str(model_path), "--dataset", str(data),
+                              "--out-dir", str(out), "--plot-dir", str(tmp_path / "plots")]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    model = HamiltonianModel.load(model_path)
+    expected = summarise([compare(model, r) for r in records[2:]])
+    assert report["split"] == "test"
+    assert [row["name"] for row in report["structures"]] == ["w2", "w3"]
+    for key in ("h_mae_eV", "eigenvalue_mae_eV", "occupied_cosine", "gap_mae_eV"):
+        assert report["metrics"][key] == pytest.approx(expected[key], rel=1e-10), key
+    assert (tmp_path / "plots" / "parity.png").stat().st_size > 0
+    assert "H MAE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--split", "val"], "no split 'val'"),
+    (["--band-structure", "missing.extxyz"], "band-structure file not found"),
+])
+def test_evaluate_bad_input_is_one_line(water_set, tmp_path, capsys, argv, message):
+    data, model_path, _ = water_set
+    status = evaluate_cli.main(["--model", str(model_path), "--dataset", str(data),
+                                "--out-dir", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_refuses_a_model_of_another_basis(water_set, tmp_path, capsys):
+    data, _, _ = water_set
+    other = HamiltonianModel(Basis("def2-svp"), [1, 8], cutoff=4.0, n_layers=1, channels=4)
+    path = other.save(tmp_path / "svp.pt")
+    status = evaluate_cli.main(["--model", str(path), "--dataset", str(data),
+                                "--out-dir", str(tmp_path)])
+    assert status == 2
+    assert "def2-svp" in capsys.readouterr().err
+
+
+def test_report_summarises_the_evaluation(water_set, tmp_path):
+    data, model_path, _ = water_set
+    evaluate_cli.main(["--model", str(model_path), "--dataset", str(data), "--split", "all",
+                       "--out-dir", str(tmp_path)])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert report_cli.main(["--evaluation", str(tmp_path / "metrics.json"),
+                            "--out-dir", str(tmp_path / "plots")]) == 0
+    text = (tmp_path / "plots" / "summary.txt").read_text()
+    assert f"{metrics['h_mae_meV']:10.3f} meV" in text
+    assert "'all' split (4 structures" in text
+    assert "Not given: training, inference" in text
+
+
+def test_report_names_a_missing_input(tmp_path, capsys):
+    assert report_cli.main(["--inference", str(tmp_path / "none.h5"),
+                            "--out-dir", str(tmp_path)]) == 2
+    assert "none.h5: file not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_band_comparison_writes_plot_and_consistent_json(tmp_path):
+    """The band step of ehpc-evaluate on primitive Si (a 2x2x2 PySCF SCF), with the exact
+    kinetic operator standing in for the model: the JSON holds both band sets along the
+    path, and the reported errors and gaps follow from them."""
+    import argparse
+
+    from ase.build import bulk
+    from ase.io import write
+
+    from ehpc.infer.overlap import IntegralModel
+
+    cell = tmp_path / "si2.extxyz"
+    write(cell, bulk("Si", "diamond", a=5.43))
+    basis = Basis("gth-szv", "gth-pbe")
+    kinetic = IntegralModel(basis, "kinetic").with_cutoff_for([14])
+    args = argparse.Namespace(band_structure=cell, band_path="LGX", band_points=7,
+                              kmesh=[2, 2, 2], conv_tol=1e-8, out_dir=tmp_path, plot_dir=tmp_path)
+    result = evaluate_cli.compare_bands(kinetic, args, "pbe")
+    saved = json.loads((tmp_path / "bands.json").read_text())
+    dft, model = np.array(saved["dft_eV"]), np.array(saved["model_eV"])
+    assert dft.shape == model.shape == (7, 8)
+    assert saved["path"] == "LGX" and [t[1] for t in saved["ticks"]] == ["L", "G", "X"]
+    assert result["band_mae_eV"] == pytest.approx(np.abs(dft - model).mean())
+    assert result["gap_dft_eV"] == pytest.approx(dft[:, 4].min() - dft[:, 3].max())
+    assert 0.0 < result["gap_dft_eV"] < 3.0  # silicon: a small gap in a minimal basis
+    assert (tmp_path / "bands.png").stat().st_size > 0

@@ -1,0 +1,92 @@
+# Training (ehpc-train, or torchrun with several processes) and evaluation against DFT on
+# the held-out split, with the ML-vs-DFT band structure of a small periodic cell.
+
+
+def train_command():
+    """ehpc-train on one process, torchrun --standalone on several (one per GPU)."""
+    n = config["train"].get("processes", 1)
+    if n > 1:
+        return f"torchrun --standalone --nproc_per_node={n} -m ehpc.cli.train"
+    return "ehpc-train"
+
+
+def train_overrides():
+    overrides = config["train"].get("set") or {}
+    return " ".join(shlex.quote(f"--set={key}={json.dumps(value)}") for key, value in overrides.items())
+
+
+def band_cell_input(wildcards):
+    return [f"{WORK}/band_cell.extxyz"] if config["evaluate"].get("band_structure") else []
+
+
+def band_args(wildcards, input):
+    if not input.band_cell:
+        return ""
+    ev = config["evaluate"]
+    kmesh = " ".join(str(k) for k in ev.get("band_kmesh", [4, 4, 4]))
+    path = f" --band-path {ev['band_path']}" if ev.get("band_path") else ""
+    return (f"--band-structure {input.band_cell} --kmesh {kmesh} "
+            f"--band-points {ev.get('band_points', 80)}{path}")
+
+
+rule train:
+    input:
+        rules.dataset.output,
+    output:
+        f"{WORK}/train/model.pt",
+    params:
+        command=train_command(),
+        config=config["train"]["config"],
+        overrides=train_overrides(),
+        out_dir=f"{WORK}/train",
+    log:
+        f"{WORK}/logs/train.log",
+    threads: config["train"].get("threads", 2)
+    resources:
+        runtime=config["train"].get("runtime", 240),
+        mem_mb=16000,
+    shell:
+        # a run folder with a checkpoint is resumed where it stopped (see ehpc-train --resume)
+        "resume=$([ -f {params.out_dir}/last.pt ] && echo --resume || true); "
+        "OMP_NUM_THREADS={threads} {params.command} --config {params.config} "
+        "--set data.path={input} {params.overrides} --out-dir {params.out_dir} $resume "
+        "> {log} 2>&1"
+
+
+rule band_cell:
+    output:
+        f"{WORK}/band_cell.extxyz",
+    params:
+        spec=spec_json(config["evaluate"].get("band_structure") or {}),
+        spec_file=f"{WORK}/band_cell.json",
+    log:
+        f"{WORK}/logs/band_cell.log",
+    shell:
+        "mkdir -p $(dirname {params.spec_file}) && echo {params.spec} > {params.spec_file} && "
+        "ehpc-structures --spec {params.spec_file} --out {output} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        model=rules.train.output,
+        dataset=rules.dataset.output,
+        band_cell=band_cell_input,
+    output:
+        metrics=f"{WORK}/evaluation/metrics.json",
+        parity=f"{WORK}/plots/parity.png",
+        **({"bands": f"{WORK}/plots/bands.png"} if config["evaluate"].get("band_structure") else {}),
+    params:
+        split=config["evaluate"].get("split", "test"),
+        bands=band_args,
+        out_dir=f"{WORK}/evaluation",
+        plot_dir=f"{WORK}/plots",
+    log:
+        f"{WORK}/logs/evaluate.log",
+    threads: config["evaluate"].get("threads", 2)
+    resources:
+        runtime=120,
+        mem_mb=8000,
+    shell:
+        "OMP_NUM_THREADS={threads} ehpc-evaluate --model {input.model} --dataset {input.dataset} "
+        "--split {params.split} --out-dir {params.out_dir} --plot-dir {params.plot_dir} "
+        "{params.bands} > {log} 2>&1"
