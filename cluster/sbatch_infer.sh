@@ -12,7 +12,7 @@ set -euo pipefail
 # module load petsc slepc openmpi
 source .venv/bin/activate
 export OMP_NUM_THREADS=1
-srun ehpc-infer --model results/si/model.pt \
+srun ehpc-infer --model results/silicon/train/model.pt \
     --supercell Si:diamond:5.43:30x30x30 --rattle 0.02 \
-    --nev 40 --out results/si/infer_30x30x30.h5 \
+    --nev 40 --out results/silicon/infer_30x30x30.h5 \
     -st_mat_mumps_icntl_14 80
