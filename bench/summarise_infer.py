@@ -43,6 +43,10 @@ def exponent(sizes: list[int], seconds: list[float]) -> float:
     return float(slope)
 
 
+def fmt(b: float) -> str:
+    return "–" if math.isnan(b) else f"{b:.2f}"
+
+
 def table(records: dict, material: str, n_ranks: int, tol: str) -> list[str]:
     rows = sorted((k[3], r) for k, r in records.items() if k[:3] == (material, n_ranks, tol))
     if not rows:
@@ -54,16 +58,19 @@ def table(records: dict, material: str, n_ranks: int, tol: str) -> list[str]:
     for stage in STAGES:
         seconds = [max(r["seconds"][stage]) for _, r in rows]
         b = exponent(sizes, seconds)
-        lines.append(f"| {stage} | " + " | ".join(f"{t:.2f}" for t in seconds)
-                     + f" | {'–' if math.isnan(b) else f'{b:.2f}'} |")
+        lines.append(f"| {stage} | " + " | ".join(f"{t:.2f}" for t in seconds) + f" | {fmt(b)} |")
     walls = [r["wall_seconds"] for _, r in rows]
     lines.append("| **job wall** | " + " | ".join(f"**{t:.1f}**" for t in walls)
-                 + f" | {exponent(sizes, walls):.2f} |")
+                 + f" | {fmt(exponent(sizes, walls))} |")
     peaks = [max(max(v) for v in r["peak_bytes"].values()) / 2**30 for _, r in rows]
     lines.append("| peak RSS per rank (GiB) | " + " | ".join(f"{p:.2f}" for p in peaks)
-                 + f" | {exponent(sizes, peaks):.2f} |")
-    factorizations = [r.get("factorizations", "") for _, r in rows]
+                 + f" | {fmt(exponent(sizes, peaks))} |")
+    factorizations = [r.get("factorizations", 0) for _, r in rows]
     lines.append("| factorisations (E_F) | " + " | ".join(str(f) for f in factorizations) + " | |")
+    if all(factorizations):
+        per = [max(r["seconds"]["fermi"]) / f for (_, r), f in zip(rows, factorizations)]
+        lines.append("| fermi s per factorisation | " + " | ".join(f"{t:.2f}" for t in per)
+                     + f" | {fmt(exponent(sizes, per))} |")
     orbitals = [r.get("n_orbitals", "") for _, r in rows]
     lines.append("| orbitals | " + " | ".join(str(o) for o in orbitals) + " | |")
     return lines + [""]

@@ -9,7 +9,9 @@ Two sources of blocks:
 * a labelled record (:func:`band_energies`), whose H and S are both cut at the record's
   pair cutoff, so S(k) can lose positive definiteness for diffuse bases;
 * a model (:func:`model_bands`): H predicted for every pair within the model's cutoff,
-  S exact from the basis functions out to where it falls below ``overlap_tol``.
+  S exact from the basis functions out to where it falls below ``overlap_tol``;
+* any block-sparse H(R) with the exact S (:func:`bands_with_exact_overlap`), e.g. DFT's
+  H(R) cut at the model's cutoff: the best bands a model with that cutoff can give.
 """
 
 from __future__ import annotations
@@ -102,14 +104,33 @@ def model_bands(model, atoms, kpts_frac: np.ndarray, overlap_tol: float = OVERLA
     Returns:
         Band energies in eV, ascending.                                   # [n_k, nao_cell]
     """
+    h_pairs, h_flat = model.predict(atoms.numbers, atoms.positions, np.asarray(atoms.cell[:]),
+                                    atoms.pbc, name=name)
+    return bands_with_exact_overlap(h_pairs, h_flat, atoms, model.basis, kpts_frac,
+                                    overlap_tol, name)
+
+
+def bands_with_exact_overlap(h_pairs: np.ndarray, h_flat: np.ndarray, atoms, basis: Basis,
+                             kpts_frac: np.ndarray, overlap_tol: float = OVERLAP_TOL,
+                             name: str = "band structure") -> np.ndarray:
+    """Bands in eV from block-sparse H(R) (any pair list) and the exact S(R) of ``atoms``.
+
+    Args:
+        h_pairs: ``[Rx, Ry, Rz, i, j]`` of the H blocks.          # [n_pairs, 5]
+        h_flat: the H blocks in eV, laid out by ``block_offsets``.  # [n_entries]
+        atoms: the periodic structure.
+        basis: its orbital basis.
+        kpts_frac: fractional k-points.                            # [n_k, 3]
+        overlap_tol: S(R) blocks are computed for every pair whose overlap can exceed this.
+        name: used in errors.
+    """
     from .infer.overlap import IntegralModel
 
     numbers, positions = atoms.numbers, atoms.positions
     cell, pbc = np.asarray(atoms.cell[:]), atoms.pbc
-    h_pairs, h_flat = model.predict(numbers, positions, cell, pbc, name=name)
-    exact = IntegralModel(model.basis, "overlap", tol=overlap_tol).with_cutoff_for(numbers)
+    exact = IntegralModel(basis, "overlap", tol=overlap_tol).with_cutoff_for(numbers)
     s_pairs, s_flat = exact.predict(numbers, positions, cell, pbc)
-    nao = model.basis.nao_per_atom(numbers)
+    nao = basis.nao_per_atom(numbers)
     kpts_frac = np.atleast_2d(np.asarray(kpts_frac, dtype=np.float64))
     return _solve(lambda k: bloch_sum(h_pairs, h_flat, nao, k),
                   lambda k: bloch_sum(s_pairs, s_flat, nao, k), kpts_frac, name)

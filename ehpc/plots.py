@@ -51,7 +51,10 @@ def band_structure(x: np.ndarray, bands: dict[str, np.ndarray], ticks: list[tupl
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5), dpi=150)
-    styles = [dict(color="black", lw=1.6), dict(color="tab:red", lw=1.0, ls="--")]
+    styles = [dict(color="black", lw=1.6), dict(color="tab:blue", lw=1.0, ls=":"),
+              dict(color="tab:red", lw=1.0, ls="--")]
+    if len(bands) == 2:
+        styles = [styles[0], styles[2]]
     for (label, energies), style in zip(bands.items(), styles * len(bands)):
         lines = ax.plot(x, np.asarray(energies) - fermi, **style)
         lines[0].set_label(label)

@@ -55,8 +55,14 @@ def evaluation_lines(path: Path) -> list[str]:
         lines += [
             f"Band structure of {bands['structure']} along {bands['path']} "
             f"({bands['n_kpoints']} k-points, DFT SCF mesh {bands['scf_kmesh']}):",
-            f"  band MAE, ±2 eV of E_F {bands['band_mae_window_eV'] * 1e3:9.1f} meV",
-            f"  gap DFT / model       {bands['gap_dft_eV']:10.3f} / {bands['gap_model_eV']:.3f} eV",
+            "  band MAE within ±2 eV of E_F (meV):",
+            f"    model vs DFT                       {bands['band_mae_window_eV'] * 1e3:9.1f}",
+            f"    model vs DFT with H within {bands['cutoff']:g} Å    "
+            f"{bands['model_vs_cutoff_dft_mae_window_eV'] * 1e3:9.1f}  (the learning error)",
+            f"    DFT with H within {bands['cutoff']:g} Å vs DFT     "
+            f"{bands['cutoff_band_mae_window_eV'] * 1e3:9.1f}  (the cutoff error)",
+            f"  gap DFT / DFT within cutoff / model  {bands['gap_dft_eV']:.3f} / "
+            f"{bands['gap_cutoff_dft_eV']:.3f} / {bands['gap_model_eV']:.3f} eV",
             f"  time DFT / model      {bands['dft_seconds']:10.2f} / {bands['model_seconds']:.2f} s",
         ]
     return lines

@@ -17,7 +17,8 @@ from ase import Atoms
 
 from ..basis import Basis
 from ..units import HARTREE_TO_EV
-from .periodic import build_cell, fock_at_kpts, run_krks
+from ..bands import bands_with_exact_overlap
+from .periodic import build_cell, crystal_record, fock_at_kpts, run_krks
 from .scf import frontier_levels
 
 
@@ -26,6 +27,9 @@ class ReferenceBands:
     """DFT bands along a k-path, energies in eV."""
 
     energies: np.ndarray  # [n_k, nao_cell]
+    #: bands of DFT's H(R) kept only within ``cutoff`` (exact S); None without a cutoff
+    truncated: np.ndarray | None
+    cutoff: float | None
     fermi_level: float  # HOMO/LUMO midpoint of the SCF mesh (HOMO if nothing is empty)
     homo: float
     lumo: float
@@ -42,8 +46,14 @@ def dft_bands(
     name: str = "band structure",
     conv_tol: float = 1e-9,
     max_cycle: int = 100,
+    cutoff: float | None = None,
 ) -> ReferenceBands:
     """Kohn-Sham bands of a periodic ``atoms`` at fractional k-points.
+
+    With ``cutoff``, also the bands of the same DFT Hamiltonian with every block H_ij(R)
+    of atoms farther apart than ``cutoff`` dropped (S kept exact).  A model whose pairs
+    end at ``cutoff`` can at best reproduce those; the gap between them and the full
+    bands is the cost of the cutoff, not of the learning.
 
     Args:
         atoms: a fully periodic structure.
@@ -54,6 +64,7 @@ def dft_bands(
         name: used in errors.
         conv_tol: SCF energy tolerance in Hartree.
         max_cycle: SCF iteration limit.
+        cutoff: pair radius in Å for the truncated bands; none are computed if None.
 
     Raises:
         SCFNotConverged: the SCF did not converge.
@@ -70,10 +81,17 @@ def dft_bands(
     overlap = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kpts_abs))  # [n_k, nao, nao]
     energies = np.array([scipy.linalg.eigh(f, s, eigvals_only=True)
                          for f, s in zip(fock, overlap.reshape(fock.shape))])  # [n_k, nao]
+    truncated = None
+    if cutoff is not None:
+        record = crystal_record(atoms, basis, mf, pcell, cutoff, name, xc, kmesh)
+        truncated = bands_with_exact_overlap(record.atom_pairs, record.hamiltonian, atoms, basis,
+                                             kpts_frac, name=name)
     homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
     fermi = homo if np.isnan(lumo) else 0.5 * (homo + lumo)
     return ReferenceBands(
         energies=energies * HARTREE_TO_EV,
+        truncated=truncated,
+        cutoff=cutoff,
         fermi_level=fermi * HARTREE_TO_EV,
         homo=homo * HARTREE_TO_EV,
         lumo=lumo * HARTREE_TO_EV,
