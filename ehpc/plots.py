@@ -66,7 +66,8 @@ def band_structure(x: np.ndarray, bands: dict[str, np.ndarray], ticks: list[tupl
     ax.set_ylim(-window, window)
     ax.set_ylabel("E − E_F (eV)")
     ax.set_title(title or "band structure")
-    ax.legend(loc="upper right", frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(bands), frameon=False,
+              fontsize=8)
     return _save(fig, path)
 
 
