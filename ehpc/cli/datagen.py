@@ -35,6 +35,8 @@ from . import CLIError, run_main, summary
 
 PROG = "ehpc-datagen"
 FAILED_SUFFIX = ".failed.json"
+#: Å: a finished label is reused only for positions and cell this close to the structure's
+GEOMETRY_TOL = 1e-6
 HESSIAN_CACHE = ".hessians"
 
 
@@ -164,7 +166,7 @@ def label_one(atoms: Atoms, args: argparse.Namespace, basis: Basis) -> str:
     path = args.out_dir / f"{name}.h5"
     failed = args.out_dir / f"{name}{FAILED_SUFFIX}"
     if path.is_file():
-        problem = _finished_problem(path, name)
+        problem = _finished_problem(path, atoms, args, basis)
         if problem is None:
             return "skipped"
         tqdm.write(f"{PROG}: {name}: existing {path.name} is unusable ({problem}); recomputing",
@@ -187,13 +189,35 @@ def label_one(atoms: Atoms, args: argparse.Namespace, basis: Basis) -> str:
     return "done"
 
 
-def _finished_problem(path: Path, name: str) -> str | None:
-    """None if ``path`` is a readable dataset holding ``name``, else what is wrong."""
+def _finished_problem(path: Path, atoms: Atoms, args: argparse.Namespace,
+                      basis: Basis) -> str | None:
+    """None if ``path`` holds this very structure labelled at these settings, else why not.
+
+    A rerun after the structures or the level of theory changed must not keep labels of
+    another geometry under the same name.
+    """
+    name = atoms.info["name"]
     try:
         data = Dataset(path)
     except DatasetError as err:
         return str(err)
-    return None if name in data.names else f"it does not hold structure {name!r}"
+    try:
+        if name not in data.names:
+            return f"it does not hold structure {name!r}"
+        if (data.basis, data.xc) != (basis, args.xc):
+            return (f"it was labelled with {data.basis.name}/{data.xc}, "
+                    f"not {basis.name}/{args.xc}")
+        record = data[name]
+        cutoff = record.attrs.get("cutoff")
+        if cutoff is not None and not np.isclose(float(cutoff), args.cutoff, rtol=0, atol=1e-9):
+            return f"its pair cutoff is {float(cutoff):g} Å, not {args.cutoff:g} Å"
+        same = (np.array_equal(record.numbers, atoms.numbers)
+                and np.allclose(record.positions, atoms.positions, rtol=0, atol=GEOMETRY_TOL)
+                and np.allclose(record.cell, atoms.cell[:], rtol=0, atol=GEOMETRY_TOL)
+                and np.array_equal(np.asarray(record.pbc, bool), atoms.pbc))
+        return None if same else "the structure changed since it was labelled"
+    finally:
+        data.close()
 
 
 def _remove_partial_files(out_dir: Path, name: str) -> None:

@@ -55,6 +55,31 @@ def test_chunks_then_resume_recomputes_only_the_missing_file(tmp_path, capsys):
     np.testing.assert_allclose(redone.hamiltonian, reference.hamiltonian, atol=1e-5)
 
 
+def test_rerun_relabels_a_structure_whose_geometry_or_settings_changed(tmp_path, capsys):
+    """Same names, different content: the old label must not be kept."""
+    path, names, confs = conformer_file(tmp_path, 2)
+    out = tmp_path / "labels"
+    argv = ["--structures", str(path), *LEVEL, "--out-dir", str(out)]
+    assert datagen.main(argv) == 0
+    capsys.readouterr()
+    moved = [a.copy() for a in ase.io.read(path, index=":")]
+    moved[1].positions[0] += [0.05, 0.0, 0.0]
+    ase.io.write(path, moved, format="extxyz")
+    assert datagen.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "1 done, 1 skipped, 0 failed" in captured.out
+    assert "the structure changed since it was labelled" in captured.err
+    record = Dataset(out / f"{names[1]}.h5")[names[1]]
+    np.testing.assert_allclose(record.positions, moved[1].positions, atol=1e-7)
+
+    wider = [*argv[:-4], "--cutoff", "7.0", "--out-dir", str(out)]
+    assert wider[:4] == ["--structures", str(path), "--basis", "def2-svp"]
+    assert datagen.main(wider) == 0
+    captured = capsys.readouterr()
+    assert "2 done, 0 skipped, 0 failed" in captured.out
+    assert "its pair cutoff is 6 Å, not 7 Å" in captured.err
+
+
 def test_sigkill_then_rerun_completes(tmp_path):
     n = 5
     path, names, _ = conformer_file(tmp_path, n)
