@@ -5,6 +5,8 @@ label, model files saved in another basis or for other elements, a run whose los
 diverges (a huge learning rate) after its first checkpoint.
 """
 
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -117,10 +119,12 @@ def test_two_ranks_report_bad_input_once(tmp_path, dataset, config_file):
     assert len(lines) == 1, done.stderr
     assert lines[0].endswith(f"{data}: split 'train' (data.train_split) is empty; re-split the "
                              "dataset with ehpc-dataset --split or choose another split")
-    # torchrun prints its own launcher traceback and failure table; the workers none,
-    # and both exited with the bad-input status
+    # torchrun prints its own launcher traceback and failure table; the workers none.
+    # Each worker exits with the bad-input status, unless torchrun has already stopped it
+    # (SIGTERM, -15) after the first one failed: which happens first depends on the load.
     assert "/ehpc/" not in done.stderr.replace(str(data), "")
-    assert done.stderr.count("exitcode  : 2") == 2
+    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", done.stderr)
+    assert "2" in codes and set(codes) <= {"2", "-15"}, done.stderr
 
 
 @pytest.fixture(autouse=True)
