@@ -45,6 +45,13 @@ def check_structure_specs():
             raise ValueError(f"config {where}: structure file {spec['path']!r} not found")
 
 
+#: shell of every rule that turns a structure spec (params.spec) into an extxyz file
+STRUCTURES_FROM_SPEC = (
+    "mkdir -p $(dirname {params.spec_file}) && echo {params.spec} > {params.spec_file} && "
+    "ehpc-structures --spec {params.spec_file} --out {output} {params.hessian} > {log} 2>&1"
+)
+
+
 def spec_json(spec) -> str:
     """A structure spec as shell-quoted JSON, file paths made absolute."""
     specs = spec if isinstance(spec, list) else [spec]

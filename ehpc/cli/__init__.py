@@ -8,9 +8,11 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 #: exit status for bad input, as argparse uses for bad options
 USAGE_ERROR = 2
@@ -28,14 +30,30 @@ def summary(doc: str) -> str:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the input is wrong", not "ehpc is wrong"."""
     from ..basis import BasisError
+    from ..dft import SCFNotConverged
     from ..io.dataset import DatasetError
     from ..io.deeph import DeepHError
     from ..io.splits import SplitError
+    from ..nn.model import ModelCompatibilityError
     from ..sources import SourceError
     from ..structure import StructureError
 
     return (CLIError, StructureError, BasisError, SourceError, DatasetError, DeepHError, SplitError,
-            OSError)
+            ModelCompatibilityError, SCFNotConverged, OSError)
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` under a temporary name, then rename it into place.
+
+    A reader, or a rerun after a kill, sees the old file or the whole new one, never a
+    part.  Missing parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
 
 
 def run_main(

@@ -31,7 +31,7 @@ from ..basis import Basis
 from ..io.dataset import Dataset, DatasetError, DatasetWriter
 from ..sources import check_unique_names, from_file, from_spec_file
 from ..structure import validate
-from . import CLIError, run_main, summary
+from . import CLIError, run_main, summary, write_atomic
 
 PROG = "ehpc-datagen"
 FAILED_SUFFIX = ".failed.json"
@@ -98,10 +98,7 @@ def _write_summary(path: Path, tally: Tally, args: argparse.Namespace, n_structu
     doc = {"chunk": args.chunk, "n_chunks": args.n_chunks, "structures": n_structures,
            "done": tally.done, "skipped": tally.skipped, "failed": tally.failed,
            "out_dir": str(args.out_dir)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -242,9 +239,7 @@ def _write_failure(
         "ehpc_version": __version__,
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(record, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

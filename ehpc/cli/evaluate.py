@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import CLIError, run_main, summary
+from . import CLIError, run_main, summary, write_atomic
 
 PROG = "ehpc-evaluate"
 
@@ -72,8 +71,7 @@ def evaluate_records(model, records: list) -> tuple[dict, list[dict], np.ndarray
 
     errors, dft, predicted = [], [], []
     for record in records:
-        model.check_compatible(model.basis, record.numbers, record.name)
-        flat = predict_record(model, record)
+        flat = predict_record(model, record)  # refuses elements the model does not know
         errors.append(compare(model, record, predicted=flat))
         dft.append(record.hamiltonian)
         predicted.append(flat)
@@ -88,13 +86,14 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
     from .. import plots
     from ..bands import band_path, model_bands
     from ..dft.bands import dft_bands
+    from ..evaluate import EIGEN_WINDOW_EV
     from ..structure import read_structures
 
     atoms = read_structures(args.band_structure)[0]
-    name = f"{args.band_structure.name}"
+    name = args.band_structure.name
     if not np.all(atoms.pbc):
         raise CLIError(f"{args.band_structure}: band structures need a fully periodic cell")
-    model.check_compatible(model.basis, atoms.numbers, name)
+    model.check_compatible(model.basis, atoms.numbers, name)  # before the SCF, not after
     path = band_path(atoms, args.band_path, args.band_points)
     start = time.perf_counter()
     reference = dft_bands(atoms, model.basis, xc, args.kmesh, path.kpts, name, args.conv_tol,
@@ -103,7 +102,7 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
     model_seconds = time.perf_counter() - start - reference.wall_time_s
     fermi = reference.fermi_level
     n_occ = reference.n_electrons // 2
-    window = np.abs(reference.energies - fermi) <= 2.0  # the ±2 eV window of the benchmarks
+    window = np.abs(reference.energies - fermi) <= EIGEN_WINDOW_EV
 
     def mae(a: np.ndarray, b: np.ndarray, where=None) -> float:
         errors = np.abs(a - b) if where is None else np.abs(a - b)[where]
@@ -138,10 +137,8 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` as JSON under a temporary name, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
+    """``payload`` as indented JSON, written atomically."""
+    write_atomic(path, json.dumps(payload, indent=1, default=float) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,19 +179,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from ..dft import SCFNotConverged
-    from ..nn.model import ModelCompatibilityError
-
-    return (ModelCompatibilityError, SCFNotConverged)
-
-
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run_main(PROG, build_parser(), run, argv)
-    except _user_errors() as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    return run_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -167,10 +167,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ..infer.fermi import FermiError
     from ..infer.overlap import IntegralError
     from ..infer.solve import SolveError
-    from ..nn.model import ModelCompatibilityError
     from . import user_errors
 
-    return (*user_errors(), FermiError, IntegralError, SolveError, ModelCompatibilityError)
+    return (*user_errors(), FermiError, IntegralError, SolveError)
 
 
 def _abort(err: BaseException) -> int:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from . import CLIError, run_main, summary
+from . import CLIError, run_main, summary, write_atomic
 
 PROG = "ehpc-report"
 
@@ -103,13 +102,6 @@ def training_lines(folder: Path) -> list[str]:
     return [line]
 
 
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     from .. import plots
     from ..io.results import read_results
@@ -140,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         sections.append([f"Not given: {', '.join(missing)}"])
     text = "\n\n".join("\n".join(lines) for lines in sections) + "\n"
-    write_text(args.summary or args.out_dir / "summary.txt", text)
+    write_atomic(args.summary or args.out_dir / "summary.txt", text)
     print(text, end="")
     return 0
 

@@ -15,11 +15,11 @@ import numpy as np
 import scipy.linalg
 from ase import Atoms
 
+from ..bands import bands_with_exact_overlap
 from ..basis import Basis
 from ..units import HARTREE_TO_EV
-from ..bands import bands_with_exact_overlap
 from .periodic import build_cell, crystal_record, fock_at_kpts, run_krks
-from .scf import frontier_levels
+from .scf import frontier_levels, midgap
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,6 @@ class ReferenceBands:
     energies: np.ndarray  # [n_k, nao_cell]
     #: bands of DFT's H(R) kept only within ``cutoff`` (exact S); None without a cutoff
     truncated: np.ndarray | None
-    cutoff: float | None
     fermi_level: float  # HOMO/LUMO midpoint of the SCF mesh (HOMO if nothing is empty)
     homo: float
     lumo: float
@@ -87,12 +86,10 @@ def dft_bands(
         truncated = bands_with_exact_overlap(record.atom_pairs, record.hamiltonian, atoms, basis,
                                              kpts_frac, name=name)
     homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
-    fermi = homo if np.isnan(lumo) else 0.5 * (homo + lumo)
     return ReferenceBands(
         energies=energies * HARTREE_TO_EV,
         truncated=truncated,
-        cutoff=cutoff,
-        fermi_level=fermi * HARTREE_TO_EV,
+        fermi_level=midgap(homo, lumo) * HARTREE_TO_EV,
         homo=homo * HARTREE_TO_EV,
         lumo=lumo * HARTREE_TO_EV,
         n_electrons=int(cell.nelectron),

@@ -68,6 +68,11 @@ def frontier_levels(mo_energy, mo_occ) -> tuple[float, float]:
     return homo, lumo
 
 
+def midgap(homo: float, lumo: float) -> float:
+    """The Fermi level of a gapped system: the HOMO/LUMO midpoint, or the HOMO with no LUMO."""
+    return homo if np.isnan(lumo) else 0.5 * (homo + lumo)
+
+
 def scf_attrs(mf, name: str, xc: str, n_electrons: int, wall_time_s: float) -> dict:
     """The per-structure scalars the dataset stores, energies in eV.
 
@@ -75,9 +80,8 @@ def scf_attrs(mf, name: str, xc: str, n_electrons: int, wall_time_s: float) -> d
     occupied it is the HOMO.
     """
     homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
-    fermi = homo if np.isnan(lumo) else 0.5 * (homo + lumo)
     return {
-        "fermi_level": fermi * HARTREE_TO_EV,
+        "fermi_level": midgap(homo, lumo) * HARTREE_TO_EV,
         "homo": homo * HARTREE_TO_EV,
         "lumo": lumo * HARTREE_TO_EV,
         "n_electrons": int(n_electrons),

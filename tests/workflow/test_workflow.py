@@ -23,7 +23,7 @@ SNAKEFILE = ROOT / "Snakefile"
 pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake not found")
 
 
-def snakemake(*args, cwd: Path, timeout: float = 900, **popen) -> subprocess.CompletedProcess:
+def snakemake(*args, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(["snakemake", "-s", str(SNAKEFILE), "--directory", str(cwd), *args],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 

@@ -25,7 +25,7 @@ def split_arg():
 
 rule structures:
     output:
-        structures=f"{WORK}/structures.extxyz",
+        f"{WORK}/structures.extxyz",
     params:
         spec=spec_json(config["structures"]),
         spec_file=f"{WORK}/structures.json",
@@ -33,14 +33,12 @@ rule structures:
     log:
         f"{WORK}/logs/structures.log",
     shell:
-        "mkdir -p $(dirname {params.spec_file}) && echo {params.spec} > {params.spec_file} && "
-        "ehpc-structures --spec {params.spec_file} --out {output.structures} {params.hessian} "
-        "> {log} 2>&1"
+        STRUCTURES_FROM_SPEC
 
 
 rule labels:
     input:
-        rules.structures.output.structures,
+        rules.structures.output,
     output:
         f"{WORK}/labels/chunk_{{chunk}}.done",
     params:

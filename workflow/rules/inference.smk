@@ -22,8 +22,7 @@ rule infer_structure:
     log:
         f"{WORK}/logs/infer_structure.log",
     shell:
-        "mkdir -p $(dirname {params.spec_file}) && echo {params.spec} > {params.spec_file} && "
-        "ehpc-structures --spec {params.spec_file} --out {output} {params.hessian} > {log} 2>&1"
+        STRUCTURES_FROM_SPEC
 
 
 rule infer:

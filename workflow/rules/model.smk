@@ -59,11 +59,11 @@ rule band_cell:
     params:
         spec=spec_json(config["evaluate"].get("band_structure") or {}),
         spec_file=f"{WORK}/band_cell.json",
+        hessian=hessian_args(),
     log:
         f"{WORK}/logs/band_cell.log",
     shell:
-        "mkdir -p $(dirname {params.spec_file}) && echo {params.spec} > {params.spec_file} && "
-        "ehpc-structures --spec {params.spec_file} --out {output} > {log} 2>&1"
+        STRUCTURES_FROM_SPEC
 
 
 rule evaluate:
