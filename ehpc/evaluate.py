@@ -47,13 +47,29 @@ def predict_record(model, record: HamiltonianRecord) -> np.ndarray:
     return flat
 
 
-def compare(model, record: HamiltonianRecord, predicted: np.ndarray | None = None) -> StructureErrors:
-    """Matrix-element, eigenvalue and occupied-state errors of one structure."""
+def compare(model, record: HamiltonianRecord, predicted: np.ndarray | None = None,
+            overlap: np.ndarray | None = None) -> StructureErrors:
+    """Matrix-element, eigenvalue and occupied-state errors of one structure.
+
+    Args:
+        model: predicts the record's pairs unless ``predicted`` is given.
+        record: the DFT labels.
+        predicted: flat blocks in the record's layout, eV.
+        overlap: dense Γ-point S to solve both eigenproblems with, instead of the sum of
+            the record's blocks (those stop at the pair cutoff; a crystal's exact,
+            lattice-summed S is the alternative).                # [nao_total, nao_total]
+    """
     predicted = predict_record(model, record) if predicted is None else predicted
     nao = model.basis.nao_per_atom(record.numbers)
     h_dft = gamma_matrix(record.atom_pairs, record.hamiltonian, nao).toarray()
     h_ml = gamma_matrix(record.atom_pairs, predicted, nao).toarray()
-    s = gamma_matrix(record.atom_pairs, record.overlap, nao).toarray()
+    if overlap is None:
+        s = gamma_matrix(record.atom_pairs, record.overlap, nao).toarray()
+    else:
+        s = np.asarray(overlap, dtype=np.float64)
+        if s.shape != h_dft.shape:
+            raise ValueError(f"{record.name}: overlap has shape {s.shape}, the record's H "
+                             f"is {h_dft.shape}")
     e_dft, c_dft = scipy.linalg.eigh(h_dft, s)
     e_ml, c_ml = scipy.linalg.eigh(h_ml, s)
     n_occ = int(record.attrs.get("n_electrons", model.basis.n_electrons(record.numbers))) // 2

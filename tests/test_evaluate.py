@@ -54,6 +54,24 @@ def test_perturbed_prediction_errors_match_direct_computation(water):
     assert 0.9 < metrics["occupied_cosine"] < 1.0
 
 
+def test_given_overlap_replaces_the_records(water):
+    """With S doubled every eigenvalue halves, so the eigenvalue error halves too."""
+    from ehpc.io.results import gamma_matrix
+
+    basis, record = water
+    model = HamiltonianModel(basis, [1, 8], cutoff=4.0, n_layers=1, channels=4)
+    noise = np.random.default_rng(1).normal(scale=1e-2, size=len(record.hamiltonian))
+    s = gamma_matrix(record.atom_pairs, record.overlap, basis.nao_per_atom(record.numbers)).toarray()
+    own = compare(model, record, predicted=record.hamiltonian + noise)
+    same = compare(model, record, predicted=record.hamiltonian + noise, overlap=s)
+    doubled = compare(model, record, predicted=record.hamiltonian + noise, overlap=2.0 * s)
+    assert same == own
+    assert doubled.eig_abs_error_sum == pytest.approx(0.5 * own.eig_abs_error_sum, rel=1e-9)
+    assert doubled.abs_error_sum == own.abs_error_sum
+    with pytest.raises(ValueError, match="water: overlap has shape"):
+        compare(model, record, predicted=record.hamiltonian, overlap=s[:-1, :-1])
+
+
 def test_plots_are_written(water, tmp_path):
     from ehpc import plots
 
