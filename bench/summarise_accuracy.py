@@ -1,0 +1,99 @@
+"""Accuracy and speed tables from ``accuracy.py`` JSON results (Markdown on stdout).
+
+    python bench/summarise_accuracy.py bench/results/water.json bench/results/silicon.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+UHA_PER_MEV = 1e3 / 27.211386245988  # μHa per meV
+
+
+def row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def header(*names) -> list[str]:
+    return [row(*names), row(*["---"] * len(names))]
+
+
+def run_lines(doc: dict) -> list[str]:
+    env, train, model = doc["env"], doc["training"], doc["model"]
+    return [
+        f"`{env['command']}`",
+        "",
+        f"commit `{env['commit']}`{' (dirty tree)' if env['dirty'] else ''}, {env['date']}, "
+        f"{env['cpu']}, {env['cores']} cores, OMP_NUM_THREADS={env['omp_num_threads']}, "
+        f"{env['torch_threads']} torch thread(s)",
+        "",
+        f"split {doc['sizes']}; model {model['n_layers']} layers, {model['channels']} channels, "
+        f"cutoff {model['cutoff']} Å, {model['n_parameters']:,} parameters; trained "
+        f"{train['epochs_run']} of {train['epochs_planned']} epochs in {train['seconds']:.0f} s "
+        f"(last validation MAE {1e3 * train['last_val_mae_eV']:.1f} meV)",
+        "",
+    ]
+
+
+def water(doc: dict) -> list[str]:
+    h, orb = doc["h_test"], doc["orbitals_test"]
+    lines = ["### Water", "", *run_lines(doc)]
+    lines += header("metric (test split)", "value")
+    lines += [
+        row("structures", h["n_structures"]),
+        row("H MAE", f"{1e3 * h['mae_eV']:.1f} meV = {h['mae_uHa']:.0f} μHa"),
+        row("H MAE on-site / off-site", f"{1e3 * h['onsite_mae_eV']:.1f} / "
+                                        f"{1e3 * h['offsite_mae_eV']:.1f} meV"),
+        row("H max error", f"{h['max_abs_eV']:.3f} eV"),
+        row("occupied orbital energy MAE", f"{orb['eigenvalue_mae_meV']:.1f} meV = "
+                                          f"{orb['eigenvalue_mae_meV'] * UHA_PER_MEV:.0f} μHa"),
+        row("occupied orbital similarity |<c_pred|S|c_dft>|", f"{orb['occupied_cosine']:.5f}"),
+    ]
+    return lines + [""]
+
+
+def silicon(doc: dict) -> list[str]:
+    test, eig8 = doc["h_test_8atom"], doc["eigen_test_8atom"]
+    lines = ["### Silicon", "", *run_lines(doc)]
+    lines += header("cell", "atoms", "H MAE (meV)", "on / off-site (meV)", "Γ eigenvalues ±2 eV: MAE (meV)",
+                    "states")
+    lines.append(row("held-out 8-atom cells", f"{test['n_structures']} × 8", f"{test['mae_meV']:.1f}",
+                     f"{1e3 * test['onsite_mae_eV']:.1f} / {1e3 * test['offsite_mae_eV']:.1f}",
+                     f"{eig8['eigenvalue_mae_meV']:.0f}", "–"))
+    for cell in doc["transfer"]:
+        h, eig = cell["h"], cell["eigenvalues"]
+        lines.append(row(f"unseen {cell['name']}", cell["n_atoms"], f"{h['mae_meV']:.1f}",
+                         f"{1e3 * h['onsite_mae_eV']:.1f} / {1e3 * h['offsite_mae_eV']:.1f}",
+                         f"{eig['eigenvalue_mae_meV']:.0f}", cell["n_states"]))
+    lines += ["", *header("cell", "DFT blocks HOMO / LUMO (eV)", "SCF HOMO / LUMO (eV)")]
+    for cell in doc["transfer"]:
+        t = cell["label_truncation"]
+        lines.append(row(cell["name"], f"{t['homo_blocks_eV']:.3f} / {t['lumo_blocks_eV']:.3f}",
+                         f"{t['homo_scf_eV']:.3f} / {t['lumo_scf_eV']:.3f}"))
+    lines += ["", *header("cell", "atoms", "model predict (s)", "PySCF Γ SCF (s)",
+                          "SCF threads", "speed-up")]
+    for cell in doc["transfer"]:
+        lines.append(row(cell["name"], cell["n_atoms"], f"{cell['predict_seconds']:.3f}",
+                         f"{cell['scf_seconds']:.0f}", cell.get("scf_omp_threads") or "?",
+                         f"{cell['speedup_vs_scf']:,.0f}×"))
+    lines += ["", *header("throughput cell", "atoms", "edges", "seconds", "atoms/s", "edges/s")]
+    for t in doc["throughput"]:
+        lines.append(row(f"Si {t['n_atoms']}", t["n_atoms"], f"{t['n_edges']:,}",
+                         f"{t['seconds']:.3f}", f"{t['atoms_per_s']:.0f}", f"{t['edges_per_s']:,.0f}"))
+    return lines + [""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path, help="accuracy.py JSON files")
+    args = parser.parse_args(argv)
+    for path in args.results:
+        doc = json.loads(path.read_text())
+        print("\n".join(water(doc) if doc["system"] == "water" else silicon(doc)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
