@@ -49,7 +49,7 @@ def water(doc: dict) -> list[str]:
         row("H max error", f"{h['max_abs_eV']:.3f} eV"),
         row("occupied orbital energy MAE", f"{orb['eigenvalue_mae_meV']:.1f} meV = "
                                           f"{orb['eigenvalue_mae_meV'] * UHA_PER_MEV:.0f} μHa"),
-        row("occupied orbital similarity |<c_pred|S|c_dft>|", f"{orb['occupied_cosine']:.5f}"),
+        row(r"occupied orbital similarity \|<c_pred\|S\|c_dft>\|", f"{orb['occupied_cosine']:.5f}"),
     ]
     return lines + [""]
 
