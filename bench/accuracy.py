@@ -165,6 +165,7 @@ def fit_model(args, doc: dict, dataset: Path, basis, elements: list[int]):
     split = split_records(dataset)
     doc["sizes"] = {k: len(v) for k, v in split.items()}
     torch.set_num_threads(1)
+    doc["env"]["torch_threads"] = torch.get_num_threads()  # training, prediction, throughput
     model = HamiltonianModel(basis, elements, cutoff=args.cutoff, n_layers=args.layers,
                              channels=args.channels, sh_lmax=args.sh_lmax)
     history, seconds = train(model, split["train"], split["val"], args)
