@@ -17,11 +17,10 @@ Both systems are scored with ``ehpc.evaluate``, the code behind ``ehpc-evaluate`
 
 Everything generated is cached under ``--data`` so a rerun only redoes what is missing.
 
-Examples:
-    python bench/accuracy.py water --n-train 100 --n-val 50 --n-test 100 \
-        --out bench/results/water_reduced.json
-    python bench/accuracy.py silicon --n-train 16 --n-val 4 --n-test 8 --transfer 2 \
-        --out bench/results/silicon_reduced.json
+The documented runs are in ``bench/accuracy.sh``.  A quick reduced check:
+
+    python bench/accuracy.py silicon --n-train 8 --n-val 2 --n-test 4 --transfer \
+        --layers 1 --channels 4 --epochs 5 --out /tmp/silicon_smoke.json
 """
 
 from __future__ import annotations
