@@ -185,10 +185,10 @@ def training_summary(history: list[dict], seconds: float, args) -> dict:
 
 
 def write(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
+    """``doc`` as indented JSON, written atomically."""
+    from ehpc.cli import write_atomic
+
+    write_atomic(path, json.dumps(doc, indent=1, default=float) + "\n")
 
 
 def cli(name: str) -> str:
@@ -281,7 +281,7 @@ def label_cell(atoms, basis, cutoff: float, kmesh, name: str, path: Path) -> dic
            "kmesh": list(kmesh), "band_mesh": record.attrs["band_kmesh"].tolist(),
            "scf_cycles": record.attrs.get("scf_cycles"), "homo_eV": record.attrs.get("homo"),
            "lumo_eV": record.attrs.get("lumo"), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-    info.write_text(json.dumps(doc, indent=1, default=float))
+    write(info, doc)  # written last: its presence marks the label as finished
     return doc
 
 

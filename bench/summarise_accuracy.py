@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-UHA_PER_MEV = 1e3 / 27.211386245988  # μHa per meV
+from ehpc.units import EV_TO_MICROHARTREE
 
 
 def row(*cells) -> str:
@@ -48,7 +48,7 @@ def water(doc: dict) -> list[str]:
                                         f"{1e3 * h['offsite_mae_eV']:.1f} meV"),
         row("H max error", f"{h['max_abs_eV']:.3f} eV"),
         row("occupied orbital energy MAE", f"{orb['eigenvalue_mae_meV']:.1f} meV = "
-                                          f"{orb['eigenvalue_mae_meV'] * UHA_PER_MEV:.0f} μHa"),
+                                          f"{orb['eigenvalue_mae_eV'] * EV_TO_MICROHARTREE:.0f} μHa"),
         row(r"occupied orbital similarity \|<c_pred\|S\|c_dft>\|", f"{orb['occupied_cosine']:.5f}"),
     ]
     return lines + [""]
