@@ -111,3 +111,66 @@ def summarise(errors: list[StructureErrors]) -> dict:
         "occupied_cosine": float(np.nanmean([e.occupied_cosine for e in errors])),
         "gap_mae_eV": float(np.nanmean([abs(e.gap_model - e.gap_dft) for e in errors])),
     }
+
+
+#: the three band errors of a crystal, each scored within ±2 eV of the DFT Fermi level
+TRUTH_SCORES = ("floor", "model", "total")
+
+
+@dataclass
+class TruthErrors:
+    """Band errors (meV) of one crystal at its reference k-points, against the true SCF.
+
+    Each entry is ``(MAE, max, HOMO shift, LUMO shift, gap shift)`` from
+    :func:`ehpc.dft.floor.band_error`:
+
+    * ``floor``: DFT's blocks cut at the pair radius against the SCF's own bands (what
+      the cutoff costs; no model can do better);
+    * ``model``: the model against those cut DFT blocks (what the learning costs);
+    * ``total``: the model against the SCF's own bands (what a user gets).
+    """
+
+    name: str
+    floor: tuple
+    model: tuple
+    total: tuple
+
+
+def score_against_truth(record: HamiltonianRecord, predicted: np.ndarray, basis
+                        ) -> TruthErrors | None:
+    """Floor, model and total band errors of a crystal record (None without reference bands).
+
+    Both block sets are solved with the exact lattice-summed S, as at inference.
+    """
+    from .bands import bands_with_exact_overlap
+    from .dft.floor import band_error
+
+    if record.reference_bands is None or not np.asarray(record.pbc).any():
+        return None
+    atoms, kpts = record.to_atoms(), record.reference_kpts
+    truth = np.asarray(record.reference_bands)  # [n_k, nao_cell]
+    cut = bands_with_exact_overlap(record.atom_pairs, record.hamiltonian, atoms, basis, kpts,
+                                   name=record.name)
+    ml = bands_with_exact_overlap(record.atom_pairs, predicted, atoms, basis, kpts,
+                                  name=record.name)
+    fermi = float(record.attrs["fermi_level"])
+    n_occ = None if record.attrs.get("smearing") else int(record.attrs["n_electrons"]) // 2
+    return TruthErrors(record.name, band_error(cut, truth, fermi, n_occ),
+                       band_error(ml, cut, fermi, n_occ), band_error(ml, truth, fermi, n_occ))
+
+
+def summarise_truth(scores: list[TruthErrors]) -> dict | None:
+    """Per score: mean MAE, worst max and mean |gap shift| over the crystals (meV)."""
+    scores = [s for s in scores if s is not None]
+    if not scores:
+        return None
+    out = {"n_crystals": len(scores)}
+    for key in TRUTH_SCORES:
+        rows = np.array([getattr(s, key) for s in scores], dtype=np.float64)  # [n, 5]
+        out[key] = {
+            "mae_meV": float(np.nanmean(rows[:, 0])),
+            "max_meV": float(np.nanmax(rows[:, 1])),
+            "gap_abs_error_meV": (float(np.nanmean(np.abs(rows[:, 4])))
+                                  if np.isfinite(rows[:, 4]).any() else float("nan")),
+        }
+    return out

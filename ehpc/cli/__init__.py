@@ -31,6 +31,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the input is wrong", not "ehpc is wrong"."""
     from ..basis import BasisError
     from ..dft import SCFNotConverged
+    from ..dft.floor import TruncationFloorError
     from ..io.dataset import DatasetError
     from ..io.deeph import DeepHError
     from ..io.splits import SplitError
@@ -39,7 +40,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ..structure import StructureError
 
     return (CLIError, StructureError, BasisError, SourceError, DatasetError, DeepHError, SplitError,
-            ModelCompatibilityError, SCFNotConverged, OSError)
+            ModelCompatibilityError, SCFNotConverged, TruncationFloorError, OSError)
 
 
 def write_atomic(path: str | Path, text: str) -> Path:

@@ -4,6 +4,12 @@ For each element: the radial functions per l in PySCF order, the orbital count, 
 valence and pseudised core electrons; then, for every l present, the signed permutation
 taking PySCF's real spherical harmonics to e3nn's, ``Y_e3nn[k] = sign[k] * Y_pyscf[perm[k]]``
 with vectors handed to e3nn in the frame (y, z, x).
+
+``--locality`` runs one PySCF SCF of a reference crystal (ASE's bulk structure of a single
+element, or ``--structure FILE``) and prints, for a range of pair cutoffs, how far the
+bands within 2 eV of E_F of H cut at that radius lie from the SCF's own bands: the
+truncation floor every label of that basis and cutoff would have.  Use it to choose a
+basis and cutoff before labelling anything.
 """
 
 from __future__ import annotations
@@ -11,11 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
 from ..basis import E3NN_FRAME, Basis, angular_map
-from . import run_main, summary
+from . import CLIError, run_main, summary
 
 PROG = "ehpc-basis"
+#: default pair cutoffs (Å) of the locality table
+DEFAULT_CUTOFFS = [5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0]
+#: floors (max error, meV) whose smallest sufficient cutoff the table names
+FLOOR_TARGETS_MEV = (10.0, 1.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pseudo", default=None,
                         help="pseudopotential (default gth-pbe for gth-* bases)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    local = parser.add_argument_group("locality (--locality runs a PySCF SCF)")
+    local.add_argument("--locality", action="store_true",
+                       help="print the truncation floor against the pair cutoff for a crystal")
+    local.add_argument("--structure", type=Path, default=None, metavar="FILE",
+                       help="reference crystal (any ase.io.read format); default: ASE's bulk "
+                            "crystal of the single element given")
+    local.add_argument("--cutoffs", type=float, nargs="+", default=DEFAULT_CUTOFFS, metavar="Å",
+                       help="pair cutoffs to score (default %(default)s)")
+    local.add_argument("--kmesh", type=int, nargs=3, default=[4, 4, 4], metavar=("K1", "K2", "K3"),
+                       help="SCF k-mesh of the reference crystal (default 4 4 4)")
+    local.add_argument("--xc", default="pbe", help="functional (default pbe)")
+    local.add_argument("--smearing", default=None, metavar="METHOD:WIDTH_EV",
+                       help="fractional occupations for metals, e.g. fermi:0.1")
     return parser
 
 
@@ -65,8 +90,80 @@ def format_text(info: dict) -> str:
     return "\n".join(lines)
 
 
+def reference_crystal(args: argparse.Namespace):
+    """The crystal of the locality table: ``--structure`` or ASE's bulk of one element."""
+    import ase.io
+    from ase.build import bulk
+
+    if args.structure is not None:
+        if not args.structure.is_file():
+            raise CLIError(f"--structure {args.structure}: file not found")
+        atoms = ase.io.read(args.structure)
+        atoms.info["name"] = args.structure.stem
+        return atoms
+    if len(args.elements) != 1:
+        raise CLIError("--locality with several elements needs --structure FILE (a crystal of them)")
+    symbol = args.elements[0]
+    try:
+        atoms = bulk(symbol)
+    except (ValueError, KeyError):
+        raise CLIError(f"ASE knows no bulk crystal of {symbol!r}; give --structure FILE") from None
+    atoms.info["name"] = f"{symbol}-{atoms.info.get('crystal', 'bulk')}"
+    return atoms
+
+
+def locality(args: argparse.Namespace, basis: Basis) -> dict:
+    from ..dft.locality import locality_table
+    from ..dft.scf import Smearing
+
+    if min(args.kmesh) < 1 or min(args.cutoffs) <= 0:
+        raise CLIError("--kmesh and --cutoffs must be positive")
+    try:
+        smearing = Smearing.parse(args.smearing) if args.smearing else None
+    except ValueError as err:
+        raise CLIError(f"--smearing: {err}") from None
+    atoms = reference_crystal(args)
+    table = locality_table(atoms, basis, args.cutoffs, tuple(args.kmesh), args.xc,
+                           atoms.info["name"], smearing)
+    doc = asdict(table)
+    doc["gap"] = table.gap
+    doc["cutoff_for_meV"] = {str(t): table.cutoff_for(t) for t in FLOOR_TARGETS_MEV}
+    return doc
+
+
+def format_locality(doc: dict) -> str:
+    mesh = "x".join(map(str, doc["kmesh"]))
+    band = "x".join(map(str, doc["band_kmesh"]))
+    lines = [
+        f"{doc['basis']} in {doc['structure']} ({doc['n_atoms']} atoms, {doc['nao_per_cell']} "
+        f"orbitals per cell): SCF mesh {mesh}, H(R) rebuilt on {band}; overlap below 1e-7 "
+        f"beyond {doc['decay_radius']:.2f} Å",
+        f"gap over the sampled k {doc['gap']:.3f} eV (HOMO {doc['homo']:.3f}, LUMO "
+        f"{doc['lumo']:.3f} eV); bands within 2 eV of E_F against the SCF's own, meV:",
+        f"{'cutoff Å':>9} {'neighbours':>10} {'H cut MAE':>10} {'max':>9} "
+        f"{'H,S cut MAE':>12} {'max':>9} {'min eig S_cut':>14}",
+    ]
+    for row in doc["rows"]:
+        if row["cut_s_mae"] is None:
+            cut = f"{'S(k) not PD':>12} {'':>9}"
+        else:
+            cut = f"{row['cut_s_mae']:12.2f} {row['cut_s_max']:9.2f}"
+        lines.append(f"{row['cutoff']:9.2f} {row['neighbours']:10.1f} {row['exact_s_mae']:10.2f} "
+                     f"{row['exact_s_max']:9.2f} {cut} {row['overlap_min_eig']:14.2e}")
+    for target, cutoff in doc["cutoff_for_meV"].items():
+        where = f"{cutoff:g} Å" if cutoff is not None else "beyond the cutoffs listed"
+        lines.append(f"floor ≤ {float(target):g} meV max (H cut, S exact): {where}")
+    lines.append(f"({doc['wall_time_s']:.0f} s)")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    info = describe(Basis(args.basis, args.pseudo), args.elements)
+    basis = Basis(args.basis, args.pseudo)
+    if args.locality:
+        doc = locality(args, basis)
+        print(json.dumps(doc, indent=1) if args.json else format_locality(doc))
+        return 0
+    info = describe(basis, args.elements)
     print(json.dumps(info, indent=1) if args.json else format_text(info))
     return 0
 

@@ -28,6 +28,8 @@ from ase import Atoms
 
 from .. import __version__
 from ..basis import Basis
+from ..dft.floor import FLOOR_TOL_MEV
+from ..dft.scf import Smearing
 from ..io.dataset import Dataset, DatasetError, DatasetWriter
 from ..sources import check_unique_names, from_file, from_spec_file
 from ..structure import validate
@@ -58,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="k-point mesh of periodic cells")
     level.add_argument("--max-cycle", type=int, default=100, help="SCF iteration limit")
     level.add_argument("--conv-tol", type=float, default=1e-9, help="SCF energy tolerance, Hartree")
+    level.add_argument("--smearing", default=None, metavar="METHOD:WIDTH_EV",
+                       help="crystals: fractional occupations for metals and semimetals, "
+                            "e.g. fermi:0.1 or gaussian:0.05 (width in eV)")
+    level.add_argument("--floor-tol", type=float, default=FLOOR_TOL_MEV, metavar="MEV",
+                       help="crystals: stop if bands of the blocks cut at --cutoff miss the SCF "
+                            "bands within 2 eV of E_F by more than this (default %(default)g meV)")
+    level.add_argument("--allow-large-floor", action="store_true",
+                       help="keep labels whose truncation floor exceeds --floor-tol")
     parser.add_argument("--out-dir", type=Path, required=True,
                         help="folder of per-structure .h5 files")
     parser.add_argument("--chunk", type=int, default=0, help="this job's chunk, 0-based")
@@ -114,6 +124,12 @@ def _check_options(args: argparse.Namespace) -> None:
         raise CLIError(f"--kmesh needs three positive integers, got {args.kmesh}")
     if args.max_cycle < 1 or not args.conv_tol > 0:
         raise CLIError("--max-cycle and --conv-tol must be positive")
+    if not args.floor_tol > 0:
+        raise CLIError(f"--floor-tol must be positive, got {args.floor_tol}")
+    try:
+        args.smearing = Smearing.parse(args.smearing) if args.smearing else None
+    except ValueError as err:
+        raise CLIError(f"--smearing: {err}") from None
 
 
 def collect_structures(args: argparse.Namespace, basis: Basis) -> list[Atoms]:
@@ -170,8 +186,10 @@ def label_one(atoms: Atoms, args: argparse.Namespace, basis: Basis) -> str:
                    file=sys.stderr)
     _remove_partial_files(args.out_dir, name)
     try:
+        floor_tol = None if args.allow_large_floor else args.floor_tol
         record = label_structure(atoms, basis, args.xc, args.cutoff, name, kmesh=tuple(args.kmesh),
-                                 conv_tol=args.conv_tol, max_cycle=args.max_cycle)
+                                 conv_tol=args.conv_tol, max_cycle=args.max_cycle,
+                                 smearing=args.smearing, floor_tol=floor_tol)
         if record.attrs.get("converged") is False:
             raise SCFNotConverged(f"{name}: SCF not converged")
     except (SCFNotConverged, np.linalg.LinAlgError) as err:
@@ -208,6 +226,12 @@ def _finished_problem(path: Path, atoms: Atoms, args: argparse.Namespace,
         cutoff = record.attrs.get("cutoff")
         if cutoff is not None and not np.isclose(float(cutoff), args.cutoff, rtol=0, atol=1e-9):
             return f"its pair cutoff is {float(cutoff):g} Å, not {args.cutoff:g} Å"
+        smearing = (args.smearing.method, args.smearing.width_eV) if args.smearing else None
+        stored = record.attrs.get("smearing")
+        if stored is not None:
+            stored = (stored, float(record.attrs.get("smearing_width_eV", 0.0)))
+        if record.pbc.any() and stored != smearing:
+            return f"it was labelled with smearing {stored}, not {smearing}"
         same = (np.array_equal(record.numbers, atoms.numbers)
                 and np.allclose(record.positions, atoms.positions, rtol=0, atol=GEOMETRY_TOL)
                 and np.allclose(record.cell, atoms.cell[:], rtol=0, atol=GEOMETRY_TOL)

@@ -12,7 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-from ..io.dataset import Dataset, merge
+import h5py
+
+from ..dft.floor import format_floor_summary, summarise_floors
+from ..io.dataset import STRUCTURES, Dataset, merge
 from ..io.splits import make_splits, parse_split, write_splits
 from . import CLIError, run_main, summary
 from .datagen import FAILED_SUFFIX
@@ -56,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         merge(files, tmp)
         names = Dataset(tmp).names
+        with h5py.File(tmp, "a") as f:  # the floor needs only each structure's attributes
+            floor = summarise_floors(dict(f[STRUCTURES][n].attrs) for n in names)
+            if floor is not None:
+                f.attrs.update(floor)
         if sizes is not None:
             splits = make_splits(names, sizes, seed=args.seed)
             write_splits(tmp, splits)
@@ -66,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if sizes is not None:
         summary += " (" + ", ".join(f"{k}={len(v)}" for k, v in splits.items()) + ")"
     print(summary)
+    if floor is not None:
+        print(f"{PROG}: {format_floor_summary(floor)}")
     return 0
 
 

@@ -51,9 +51,11 @@ from ase import Atoms
 from ..basis import Basis
 from ..io.dataset import HamiltonianRecord
 from ..structure import StructureError
-from ..units import pyscf_bohr_to_angstrom
+from ..units import EV_TO_MEV, HARTREE_TO_EV, pyscf_bohr_to_angstrom
 from .blocks import Shift, gather_blocks, make_record, pair_list
-from .scf import check_converged, check_orbital_count, pyscf_atoms, scf_attrs
+from .floor import (FLOOR_WINDOW_EV, TruncationFloor, check_floor, floor_kpoints,
+                    generalised_bands, measure_floor)
+from .scf import Smearing, check_converged, check_orbital_count, pyscf_atoms, scf_attrs
 
 #: overlap below which distant images may be folded onto the stored blocks
 ALIAS_TOL = 1e-7
@@ -115,7 +117,7 @@ def build_cell(atoms: Atoms, basis: Basis, name: str, precision: float | None = 
 
 
 def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = 1e-9,
-             max_cycle: int = 100):
+             max_cycle: int = 100, smearing: Smearing | None = None):
     """Converged k-point restricted Kohn-Sham object with the multigrid integrator.
 
     A Γ-only mesh runs as a real-arithmetic RKS with PySCF's pair multigrid, about five
@@ -129,6 +131,7 @@ def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = 1e-9
         name: structure name for errors.
         conv_tol: SCF energy tolerance in Hartree.
         max_cycle: SCF iteration limit.
+        smearing: fractional occupations (metals, semimetals); integer ones if None.
 
     Raises:
         SCFNotConverged: the SCF did not reach ``conv_tol`` in ``max_cycle`` cycles.
@@ -142,6 +145,8 @@ def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = 1e-9
         mf = dft.RKS(cell, xc=xc).multigrid_numint()
     else:
         mf = dft.KRKS(cell, cell.make_kpts(mesh), xc=xc).multigrid_numint()
+    if smearing is not None:
+        mf = smearing.apply(mf)
     mf.conv_tol = conv_tol
     mf.max_cycle = max_cycle
     mf.kernel()
@@ -165,6 +170,8 @@ def _gamma_as_krks(mf, xc: str):
     out.e_tot = mf.e_tot
     out.converged = mf.converged
     out.cycles = getattr(mf, "cycles", -1)
+    if getattr(mf, "sigma", None):  # smeared: keep the chemical potential for the record
+        out.mu, out.sigma = mf.mu, mf.sigma
     return out
 
 
@@ -312,6 +319,51 @@ def overlap_at(mol, translation_bohr: np.ndarray) -> np.ndarray:
     return gto.intor_cross("int1e_ovlp", mol, shifted)  # [nao, nao]
 
 
+class FloorProbe:
+    """Untruncated H(k) and exact S(k) at a sample of the band mesh, to score cut blocks.
+
+    Args:
+        fock: the band-mesh rebuild of the converged density.
+        pcell: the PySCF cell.
+        atoms: the caller's structure (its lattice vectors define the fractional k).
+        basis: its orbital basis.
+    """
+
+    def __init__(self, fock: "RealSpaceFock", pcell: PySCFCell, atoms: Atoms, basis: Basis):
+        index = floor_kpoints(fock.weights, pcell.cell.nao)
+        kpts_abs = fock.kpts_abs[index]  # [n_k, 3] 1/Bohr
+        lattice_bohr = np.asarray(atoms.cell[:], dtype=np.float64) / pyscf_bohr_to_angstrom()
+        #: k in units of the caller's reciprocal lattice vectors   # [n_k, 3]
+        self.kpts_frac = kpts_abs @ lattice_bohr.T / (2.0 * np.pi)
+        self.h_true = fock.fock[index] * HARTREE_TO_EV  # [n_k, nao, nao] eV
+        self.s_exact = np.asarray(
+            pcell.cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kpts_abs)
+        ).reshape(self.h_true.shape)  # [n_k, nao, nao]
+        self.nao = basis.nao_per_atom(atoms.numbers)
+
+    def bloch(self, pairs: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """``Σ_R e^{2πi k·R} M(R)`` of block-sparse ``M`` at the sampled k.  # [n_k, nao, nao]"""
+        from ..bands import bloch_sum
+
+        return np.array([bloch_sum(pairs, flat, self.nao, k) for k in self.kpts_frac])
+
+    def floor(self, pairs, h_flat_ev, s_flat, fermi: float, n_occupied: int | None
+              ) -> tuple[TruncationFloor, np.ndarray]:
+        """The floor of blocks ``h_flat_ev`` (eV) and the true bands (eV) at the sampled k."""
+        return measure_floor(self.bloch(pairs, h_flat_ev), self.h_true, self.s_exact,
+                             self.bloch(pairs, s_flat), fermi, n_occupied)
+
+    def cut_max_error(self, pairs, h_flat_ev, true_bands, fermi: float) -> float:
+        """Largest error (meV) within the window of H cut at ``pairs``, S exact."""
+        cut = generalised_bands(self.bloch(pairs, h_flat_ev), self.s_exact)
+        inside = np.abs(true_bands - fermi) <= FLOOR_WINDOW_EV
+        return float(np.abs(cut - true_bands)[inside].max()) * EV_TO_MEV
+
+
+#: step (Å) of the search for the cutoff a floor tolerance needs
+_CUTOFF_STEP = 0.5
+
+
 def crystal_record(
     atoms: Atoms,
     basis: Basis,
@@ -324,8 +376,15 @@ def crystal_record(
     alias_tol: float = ALIAS_TOL,
     start_time: float | None = None,
     band_mesh=None,
+    floor_tol: float | None = None,
+    smearing: Smearing | None = None,
 ) -> HamiltonianRecord:
     """Block-sparse H(R) (eV) and S(R) of a converged calculation, for pairs within ``cutoff``.
+
+    The record also carries its truncation floor (``floor_*`` attributes, see
+    :mod:`ehpc.dft.floor`) and the SCF's untruncated bands at the k-points it was
+    measured on (``reference_kpts``, ``reference_bands``), the truth that evaluation
+    scores models against.
 
     Args:
         atoms: the structure ``pcell`` was built from.
@@ -340,17 +399,22 @@ def crystal_record(
         start_time: ``time.perf_counter()`` at the start of the labelling, for the record.
         band_mesh: k-mesh (caller's axes) for the transform back to real space; chosen
             from ``cutoff`` and ``alias_tol`` if None.  A mesh too coarse aliases H(R).
+        floor_tol: largest truncation floor (max error, meV) accepted; None accepts any.
+        smearing: the occupations the SCF used (stored in the attributes).
+
+    Raises:
+        TruncationFloorError: the floor exceeds ``floor_tol``; the message names the
+            cutoff that would meet it.
     """
     start = time.perf_counter() if start_time is None else start_time
     lattice = np.asarray(atoms.cell[:], dtype=np.float64)  # [3, 3] caller's vectors, Å
+    reach = cutoff + overlap_decay_radius(basis, atoms.numbers, alias_tol)
     if band_mesh is None:
-        reach = cutoff + overlap_decay_radius(basis, atoms.numbers, alias_tol)
         mesh = band_kmesh(lattice[list(pcell.order)], reach)
     else:
         mesh = tuple(int(band_mesh[caller_axis]) for caller_axis in pcell.order)
     fock = RealSpaceFock(mf, mesh)
     mol = pcell.cell.to_mol()
-    pairs = pair_list(atoms, cutoff)  # [n_pairs, 5]
     check_orbital_count(name, basis, atoms.numbers, pcell.cell.nao)
     nao = basis.nao_per_atom(atoms.numbers)
 
@@ -358,7 +422,11 @@ def crystal_record(
         bohr = pyscf_bohr_to_angstrom()
         return np.asarray(shift, dtype=np.float64) @ lattice / bohr  # [3] Bohr
 
-    h_flat = gather_blocks(lambda shift: fock.at(translation(shift)), pairs, nao)
+    def h_blocks(radius: float) -> tuple[np.ndarray, np.ndarray]:
+        pairs = pair_list(atoms, radius)  # [n_pairs, 5]
+        return pairs, gather_blocks(lambda shift: fock.at(translation(shift)), pairs, nao)
+
+    pairs, h_flat = h_blocks(cutoff)
     s_flat = gather_blocks(lambda shift: overlap_at(mol, translation(shift)), pairs, nao)
     attrs = scf_attrs(mf, name, xc, pcell.cell.nelectron, time.perf_counter() - start)
     caller_mesh = [0, 0, 0]
@@ -366,7 +434,25 @@ def crystal_record(
         caller_mesh[caller_axis] = mesh[pyscf_axis]
     attrs.update(cutoff=float(cutoff), kmesh=np.asarray(kmesh, dtype=np.int64),
                  band_kmesh=np.asarray(caller_mesh, dtype=np.int64), alias_tol=float(alias_tol))
-    return make_record(atoms, name, basis, pairs, h_flat, s_flat, attrs)
+    if smearing is not None:
+        attrs.update(smearing=smearing.method, smearing_width_eV=float(smearing.width_eV))
+    probe = FloorProbe(fock, pcell, atoms, basis)
+    fermi = float(attrs["fermi_level"])
+    n_occupied = None if smearing is not None else int(pcell.cell.nelectron) // 2
+    floor, true_bands = probe.floor(pairs, h_flat * HARTREE_TO_EV, s_flat, fermi, n_occupied)
+    attrs.update(floor.attrs())
+    if floor_tol is not None and floor.max_meV > floor_tol:
+        needed = None
+        for radius in np.arange(cutoff + _CUTOFF_STEP, reach + 1e-9, _CUTOFF_STEP):
+            wider, h_wider = h_blocks(float(radius))
+            if probe.cut_max_error(wider, h_wider * HARTREE_TO_EV, true_bands, fermi) <= floor_tol:
+                needed = float(radius)
+                break
+        check_floor(floor, floor_tol, name, cutoff, needed)
+    record = make_record(atoms, name, basis, pairs, h_flat, s_flat, attrs)
+    record.reference_kpts = probe.kpts_frac
+    record.reference_bands = true_bands
+    return record
 
 
 def label_crystal(
@@ -380,6 +466,8 @@ def label_crystal(
     max_cycle: int = 100,
     precision: float | None = None,
     alias_tol: float = ALIAS_TOL,
+    smearing: Smearing | None = None,
+    floor_tol: float | None = None,
 ) -> HamiltonianRecord:
     """H(R) (eV) and S(R) blocks of every atom pair closer than ``cutoff`` Å in a crystal.
 
@@ -394,15 +482,20 @@ def label_crystal(
         max_cycle: SCF iteration limit.
         precision: PySCF ``cell.precision`` (integral screening and grid); PySCF's default if None.
         alias_tol: overlap magnitude treated as zero when sizing the band mesh.
+        smearing: fractional occupations for metals and semimetals.
+        floor_tol: largest truncation floor (max band error within 2 eV of E_F, meV)
+            accepted; None accepts any (the floor is still measured and stored).
 
     Raises:
         SCFNotConverged: the SCF did not reach ``conv_tol`` in ``max_cycle`` cycles.
         StructureError: the structure is not fully periodic or the basis has no pseudopotential.
+        TruncationFloorError: the cutoff costs more than ``floor_tol``.
     """
     start = time.perf_counter()
     pcell = build_cell(atoms, basis, name, precision)
-    mf = run_krks(pcell, xc, kmesh, name, conv_tol, max_cycle)
-    return crystal_record(atoms, basis, mf, pcell, cutoff, name, xc, kmesh, alias_tol, start)
+    mf = run_krks(pcell, xc, kmesh, name, conv_tol, max_cycle, smearing)
+    return crystal_record(atoms, basis, mf, pcell, cutoff, name, xc, kmesh, alias_tol, start,
+                          floor_tol=floor_tol, smearing=smearing)
 
 
 def _single_atom(symbol: str, basis: Basis, position_angstrom: np.ndarray):

@@ -2,9 +2,49 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..units import HARTREE_TO_EV
+
+#: occupation smearings PySCF offers
+SMEARING_METHODS = ("fermi", "gaussian")
+
+
+@dataclass(frozen=True)
+class Smearing:
+    """Fractional occupations for metals and semimetals.
+
+    Attributes:
+        method: ``"fermi"`` (Fermi-Dirac) or ``"gaussian"``.
+        width_eV: the smearing width (kT for Fermi-Dirac, σ for Gaussian), eV.
+    """
+
+    method: str
+    width_eV: float
+
+    def __post_init__(self):
+        if self.method not in SMEARING_METHODS:
+            raise ValueError(f"smearing method {self.method!r} is not one of {SMEARING_METHODS}")
+        if not self.width_eV > 0:
+            raise ValueError(f"smearing width must be positive, got {self.width_eV} eV")
+
+    @classmethod
+    def parse(cls, text: str) -> "Smearing":
+        """``"fermi:0.1"`` (method, width in eV) as a :class:`Smearing`."""
+        method, _, width = text.partition(":")
+        try:
+            return cls(method.strip().lower(), float(width))
+        except ValueError as err:
+            raise ValueError(f"smearing {text!r}: {err}; write METHOD:WIDTH_EV, e.g. fermi:0.1") \
+                from None
+
+    def apply(self, mf):
+        """``mf`` with these occupations (PySCF's smearing, width in Hartree)."""
+        from pyscf.pbc.scf.addons import smearing_
+
+        return smearing_(mf, sigma=self.width_eV / HARTREE_TO_EV, method=self.method)
 
 
 class SCFNotConverged(RuntimeError):
@@ -68,6 +108,15 @@ def frontier_levels(mo_energy, mo_occ) -> tuple[float, float]:
     return homo, lumo
 
 
+def smeared_frontier(mo_energy, mu: float) -> tuple[float, float]:
+    """HOMO and LUMO (Hartree) of a smeared calculation: the levels either side of μ."""
+    energies = np.concatenate([np.ravel(e) for e in _per_k(mo_energy)])  # [n_orbitals_total]
+    below, above = energies[energies <= mu], energies[energies > mu]
+    homo = float(below.max()) if len(below) else float("nan")
+    lumo = float(above.min()) if len(above) else float("nan")
+    return homo, lumo
+
+
 def midgap(homo: float, lumo: float) -> float:
     """The Fermi level of a gapped system: the HOMO/LUMO midpoint, or the HOMO with no LUMO."""
     return homo if np.isnan(lumo) else 0.5 * (homo + lumo)
@@ -79,9 +128,15 @@ def scf_attrs(mf, name: str, xc: str, n_electrons: int, wall_time_s: float) -> d
     The Fermi level of a gapped system is the HOMO/LUMO midpoint; with every orbital
     occupied it is the HOMO.
     """
-    homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
+    mu = getattr(mf, "mu", None)
+    if getattr(mf, "sigma", None) and mu is not None:  # smeared: E_F is the chemical potential
+        homo, lumo = smeared_frontier(mf.mo_energy, float(mu))
+        fermi = float(mu)
+    else:
+        homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
+        fermi = midgap(homo, lumo)
     return {
-        "fermi_level": midgap(homo, lumo) * HARTREE_TO_EV,
+        "fermi_level": fermi * HARTREE_TO_EV,
         "homo": homo * HARTREE_TO_EV,
         "lumo": lumo * HARTREE_TO_EV,
         "n_electrons": int(n_electrons),

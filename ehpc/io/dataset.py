@@ -35,6 +35,10 @@ ATOM_PAIRS = "atom_pairs"
 BLOCK_OFFSETS = "block_offsets"
 HAMILTONIAN = "hamiltonian"
 OVERLAP = "overlap"
+#: crystals: fractional k-points (caller's reciprocal vectors) and the SCF's own,
+#: untruncated bands there (eV), the truth models are scored against
+REFERENCE_KPTS = "reference_kpts"
+REFERENCE_BANDS = "reference_bands"
 
 
 class DatasetError(ValueError):
@@ -56,7 +60,9 @@ class HamiltonianRecord:
         hamiltonian: flat H blocks in eV (None if unlabelled). # [n_entries]
         overlap: flat S blocks (None if not stored).           # [n_entries]
         attrs: per-structure scalars: ``fermi_level`` (eV), ``n_electrons``,
-            ``energy`` (eV), ``converged``, ``source`` ...
+            ``energy`` (eV), ``converged``, ``source``, crystals' ``floor_*`` ...
+        reference_kpts: crystals: fractional k of the reference bands.  # [n_k, 3]
+        reference_bands: crystals: the SCF's untruncated bands there, eV. # [n_k, nao_cell]
     """
 
     name: str
@@ -69,6 +75,8 @@ class HamiltonianRecord:
     hamiltonian: np.ndarray | None = None
     overlap: np.ndarray | None = None
     attrs: dict = field(default_factory=dict)
+    reference_kpts: np.ndarray | None = None
+    reference_bands: np.ndarray | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -182,6 +190,10 @@ def write_record(group: h5py.Group, record: HamiltonianRecord) -> None:
         if flat is not None:
             group.create_dataset(key, data=np.asarray(flat, dtype=np.float64), compression="gzip",
                                  compression_opts=1, shuffle=True)
+    for key in (REFERENCE_KPTS, REFERENCE_BANDS):
+        value = getattr(record, key)
+        if value is not None:
+            group.create_dataset(key, data=np.asarray(value, dtype=np.float64))
     for key, value in record.attrs.items():
         group.attrs[key] = value
 
@@ -196,6 +208,8 @@ def read_record(group: h5py.Group, name: str | None = None) -> HamiltonianRecord
         name=name or group.name.rsplit("/", 1)[-1],
         hamiltonian=group[HAMILTONIAN][()] if HAMILTONIAN in group else None,
         overlap=group[OVERLAP][()] if OVERLAP in group else None,
+        reference_kpts=group[REFERENCE_KPTS][()] if REFERENCE_KPTS in group else None,
+        reference_bands=group[REFERENCE_BANDS][()] if REFERENCE_BANDS in group else None,
         attrs={k: plain_value(v) for k, v in group.attrs.items()},
         **arrays,
     )

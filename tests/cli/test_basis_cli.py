@@ -62,3 +62,32 @@ def test_unknown_element_is_one_line(capsys, argv, message):
     assert basis_cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ehpc-basis: error: ") and message in err[0]
+
+
+@pytest.mark.slow
+def test_locality_table_scores_cutoffs_against_the_scf(capsys):
+    """``--locality`` on primitive Si in gth-szv: one SCF, then the floor of each cutoff.
+
+    Checked independently: the neighbour counts against ASE's neighbour list, and the
+    ordering physics demands (a minimal basis cut at 5-6 Å misses the bands by eV, and a
+    shorter cutoff is worse)."""
+    from ase.build import bulk
+    from ase.neighborlist import neighbor_list
+
+    argv = ["gth-szv", "Si", "--locality", "--kmesh", "2", "2", "2", "--cutoffs", "5", "6",
+            "--json"]
+    assert basis_cli.main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {row["cutoff"]: row for row in doc["rows"]}
+    si = bulk("Si")
+    for cutoff, row in rows.items():
+        expected = (len(neighbor_list("i", si, cutoff)) + len(si)) / len(si)
+        assert row["neighbours"] == pytest.approx(expected)
+    assert rows[5.0]["exact_s_max"] > rows[6.0]["exact_s_max"] > 500.0
+    assert doc["cutoff_for_meV"]["10.0"] is None  # neither cutoff reaches 10 meV
+    assert 0.0 < doc["gap"] < 3.0 and doc["decay_radius"] > 6.0
+
+
+def test_locality_of_several_elements_needs_a_structure(capsys):
+    assert basis_cli.main(["gth-szv", "Si", "O", "--locality"]) == 2
+    assert "needs --structure" in capsys.readouterr().err

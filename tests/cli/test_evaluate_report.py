@@ -124,10 +124,10 @@ def test_band_comparison_writes_plot_and_consistent_json(tmp_path):
     assert result["band_mae_eV"] == pytest.approx(np.abs(dft - model).mean())
     cut = np.array(saved["cutoff_dft_eV"])  # DFT's H(R) kept within the kinetic range
     window = np.abs(dft - saved["fermi_level_dft_eV"]) <= 2.0
-    assert result["model_vs_cutoff_dft_mae_window_eV"] == pytest.approx(
-        np.abs(model - cut)[window].mean())
-    assert result["cutoff_band_mae_window_eV"] == pytest.approx(np.abs(cut - dft)[window].mean())
-    assert result["cutoff_band_mae_window_eV"] < 0.5 * np.abs(model - dft)[window].mean()
+    assert result["model_mae_window_eV"] == pytest.approx(np.abs(model - cut)[window].mean())
+    assert result["floor_mae_window_eV"] == pytest.approx(np.abs(cut - dft)[window].mean())
+    assert result["total_mae_window_eV"] == pytest.approx(np.abs(model - dft)[window].mean())
+    assert result["floor_mae_window_eV"] < 0.5 * np.abs(model - dft)[window].mean()
     assert result["gap_dft_eV"] == pytest.approx(dft[:, 4].min() - dft[:, 3].max())
     assert 0.0 < result["gap_dft_eV"] < 3.0  # silicon: a small gap in a minimal basis
     assert (tmp_path / "bands.png").stat().st_size > 0

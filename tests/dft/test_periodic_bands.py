@@ -205,3 +205,84 @@ def test_pseudopotential_matches_pyscf_analytic_route():
     reference = np.asarray(df.GDF(cell).get_pp(kpts))  # [n_k, nao, nao]
     assert np.abs(reference).max() > 0.1
     assert np.abs(ours - reference).max() < 1e-7
+
+
+# --- the truncation floor each crystal label records -------------------------------------
+
+SHORT_CUTOFF = 6.0  # Å: far too short for gth-szv (floor of order eV)
+
+
+@pytest.fixture(scope="module")
+def short_record(silicon, scf):
+    pcell, mf = scf
+    return crystal_record(silicon, BASIS, mf, pcell, SHORT_CUTOFF, "si2", XC, SCF_KMESH)
+
+
+@pytest.mark.parametrize("which", ["short", "long"])
+def test_recorded_floor_equals_cut_bands_against_get_bands(which, short_record, record, scf,
+                                                           silicon):
+    """The floor in the record is what one gets by hand: bands of the kept H blocks with the
+    exact overlap, against PySCF's own get_bands at the same k-points."""
+    from ehpc.bands import bands_with_exact_overlap
+
+    rec = short_record if which == "short" else record
+    pcell, mf = scf
+    truth, _ = mf.get_bands(pcell.cell.get_abs_kpts(rec.reference_kpts))
+    truth = np.array(truth) * HARTREE_TO_EV  # [n_k, nao]
+    np.testing.assert_allclose(rec.reference_bands, truth, atol=1e-6)
+    cut = bands_with_exact_overlap(rec.atom_pairs, rec.hamiltonian, silicon, BASIS,
+                                   rec.reference_kpts)
+    inside = np.abs(truth - rec.attrs["fermi_level"]) <= WINDOW_EV
+    errors = np.abs(cut - truth)[inside] * EV_TO_MEV
+    assert rec.attrs["floor_mae_meV"] == pytest.approx(errors.mean(), rel=1e-4, abs=1e-4)
+    assert rec.attrs["floor_max_meV"] == pytest.approx(errors.max(), rel=1e-4, abs=1e-4)
+    n_occ = rec.attrs["n_electrons"] // 2
+    gap_shift = ((cut[:, n_occ].min() - cut[:, n_occ - 1].max())
+                 - (truth[:, n_occ].min() - truth[:, n_occ - 1].max())) * EV_TO_MEV
+    assert rec.attrs["floor_gap_shift_meV"] == pytest.approx(gap_shift, abs=1e-3)
+    assert rec.attrs["floor_n_kpts"] == len(rec.reference_kpts) > 1
+
+
+def test_floor_separates_short_and_converged_cutoffs(short_record, record):
+    """gth-szv cut at 6 Å misses the bands by eV; at 13 Å by under TOL_MEV."""
+    assert short_record.attrs["floor_max_meV"] > 500.0
+    assert record.attrs["floor_max_meV"] < TOL_MEV
+    assert 0.0 < short_record.attrs["overlap_min_eig"] < 1.0
+
+
+def test_large_floor_is_refused_naming_the_cutoff_it_needs(silicon, scf):
+    from ehpc.dft import TruncationFloorError
+
+    pcell, mf = scf
+    with pytest.raises(TruncationFloorError) as info:
+        crystal_record(silicon, BASIS, mf, pcell, SHORT_CUTOFF, "si2", XC, SCF_KMESH,
+                       floor_tol=10.0)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("si2: blocks cut at 6 Å")
+    needed = float(message.split("use cutoff ")[1].split(" Å")[0])
+    assert 9.0 <= needed <= 13.0  # gth-szv needs ~11 Å for a 10 meV floor
+
+
+def test_evaluation_separates_floor_model_and_total(short_record):
+    """A "model" that returns DFT's own cut blocks: no model error, and the total error is
+    the floor recorded at labelling time (two routes to the exact S: PySCF's lattice sum
+    there, ehpc's integral model here)."""
+    from ehpc.evaluate import score_against_truth, summarise_truth
+
+    scores = score_against_truth(short_record, short_record.hamiltonian, BASIS)
+    assert scores.model[0] == 0.0 and scores.model[1] == 0.0
+    assert scores.total[:2] == pytest.approx(scores.floor[:2])
+    assert scores.floor[0] == pytest.approx(short_record.attrs["floor_mae_meV"], rel=1e-3)
+    assert scores.floor[1] == pytest.approx(short_record.attrs["floor_max_meV"], rel=1e-3)
+    # a model 0.1 eV off on every on-site diagonal entry is scored as a model error
+    nao = BASIS.nao_per_atom(short_record.numbers)
+    shifted = short_record.hamiltonian.copy()
+    for p, (rx, ry, rz, i, j) in enumerate(short_record.atom_pairs):
+        if (rx, ry, rz) == (0, 0, 0) and i == j:
+            block = shifted[short_record.block_offsets[p]:short_record.block_offsets[p + 1]]
+            block.reshape(nao[i], nao[j])[np.diag_indices(nao[i])] += 0.1
+    worse = score_against_truth(short_record, shifted, BASIS)
+    assert worse.model[0] > 10.0 and worse.floor == scores.floor
+    summary = summarise_truth([scores, worse])
+    assert summary["n_crystals"] == 2
+    assert summary["model"]["max_meV"] == pytest.approx(worse.model[1])

@@ -14,6 +14,11 @@ def dft_args():
         args.append(f"--pseudo {dft['pseudo']}")
     args.append("--kmesh " + " ".join(str(k) for k in dft.get("kmesh", [1, 1, 1])))
     args.append(f"--conv-tol {dft.get('conv_tol', 1e-9)} --max-cycle {dft.get('max_cycle', 100)}")
+    if dft.get("smearing"):
+        args.append(f"--smearing {dft['smearing']['method']}:{dft['smearing']['width']}")
+    args.append(f"--floor-tol {dft.get('floor_tol', 10.0)}")
+    if dft.get("allow_large_floor"):
+        args.append("--allow-large-floor")
     return " ".join(args)
 
 
