@@ -70,3 +70,61 @@ def test_real_model_file_still_loads(model_run):
 
     model = HamiltonianModel.load(model_run / "model.pt")
     assert list(model.elements) == [14]
+
+
+# ---------------------------------------------------------------------- ehpc-datagen
+
+
+def test_unknown_functional_is_refused_before_any_scf(tmp_path, capsys):
+    import ase.io
+    from ase.build import molecule
+
+    from ehpc.cli import datagen
+
+    ase.io.write(tmp_path / "water.xyz", molecule("H2O"))
+    out = tmp_path / "out"
+    status = datagen.main(["--structures", str(tmp_path / "water.xyz"), "--basis", "sto-3g",
+                           "--xc", "pbee", "--cutoff", "4", "--out-dir", str(out)])
+    assert status == USAGE_ERROR
+    err = error_lines(capsys)
+    assert len(err) <= 3, err
+    assert err[0].startswith("ehpc-datagen: error: --xc 'pbee'")
+    assert not out.exists()
+
+
+def test_datagen_prints_a_line_as_each_structure_starts_and_ends(tmp_path, capsys):
+    import ase.io
+    from ase.build import molecule
+
+    from ehpc.cli import datagen
+    from ehpc.io.dataset import Dataset
+
+    first, second = molecule("H2"), molecule("H2")
+    second.positions[1, 2] += 0.05
+    first.info["name"], second.info["name"] = "h2_a", "h2_b"
+    ase.io.write(tmp_path / "h2.extxyz", [first, second], format="extxyz")
+    args = ["--structures", str(tmp_path / "h2.extxyz"), "--basis", "sto-3g", "--xc", "lda,vwn",
+            "--cutoff", "4", "--out-dir", str(tmp_path / "out")]
+    assert datagen.main(args) == 0
+    lines = [line for line in error_lines(capsys) if "structure " in line]
+    assert [line.split(",")[0] for line in lines] == [
+        "ehpc-datagen: h2_a: structure 1 of 2", "ehpc-datagen: h2_a: structure 1 of 2",
+        "ehpc-datagen: h2_b: structure 2 of 2", "ehpc-datagen: h2_b: structure 2 of 2"]
+    assert "SCF started (2 atoms)" in lines[0]
+    for line, name in ((lines[1], "h2_a"), (lines[3], "h2_b")):
+        cycles = int(Dataset(tmp_path / "out" / f"{name}.h5")[name].attrs["scf_cycles"])
+        assert cycles > 0
+        assert f"s, {cycles} SCF cycles" in line and " done in " in line
+    # a rerun says which structures it skips
+    assert datagen.main(args) == 0
+    assert "h2_b: structure 2 of 2, already labelled" in capsys.readouterr().err
+
+
+def test_datagen_end_line_shows_the_floor_diagnostics_of_crystals():
+    from ehpc.cli.datagen import end_summary
+
+    crystal = {"scf_cycles": 12, "floor_max_meV": 1.5, "floor_mae_meV": 0.25,
+               "overlap_min_eig": 0.0125}
+    assert end_summary(crystal) == ("12 SCF cycles, floor max 1.5 meV, floor MAE 0.25 meV, "
+                                    "min eig(S) 0.0125")
+    assert end_summary({"scf_cycles": 7}) == "7 SCF cycles"
