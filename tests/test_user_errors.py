@@ -128,3 +128,36 @@ def test_datagen_end_line_shows_the_floor_diagnostics_of_crystals():
     assert end_summary(crystal) == ("12 SCF cycles, floor max 1.5 meV, floor MAE 0.25 meV, "
                                     "min eig(S) 0.0125")
     assert end_summary({"scf_cycles": 7}) == "7 SCF cycles"
+
+
+# ---------------------------------------------------------------------- structures
+
+
+def test_negative_rattle_is_refused_in_one_line(tmp_path):
+    import subprocess
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps([{"kind": "bulk", "name": "Si", "crystal": "diamond", "a": 5.43,
+                                 "n": 2, "rattle": -0.1}]))
+    result = subprocess.run(["ehpc-structures", "--spec", str(spec), "--out",
+                             str(tmp_path / "out.extxyz")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == USAGE_ERROR
+    err = result.stderr.strip().splitlines()
+    assert len(err) <= 3, err
+    assert "'Si': rattle must be >= 0, got -0.1" in err[0]
+    assert not (tmp_path / "out.extxyz").exists()
+
+
+def test_shared_rattle_refuses_a_negative_spread_and_keeps_the_name():
+    from ase.build import bulk
+
+    from ehpc.sources import SourceError, rattle
+
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.info["name"] = "Si"
+    with pytest.raises(SourceError, match=r"--rattle: standard deviation must be .* >= 0, got -0.1"):
+        rattle(atoms.copy(), -0.1)
+    moved = rattle(atoms.copy(), 0.05, seed=3)
+    assert moved.info["name"] == "Si"
+    assert 0 < np.abs(moved.positions - atoms.positions).max() < 0.5
