@@ -89,8 +89,8 @@ def test_slurm_profile_dry_run_plans_every_stage_with_its_resources(tmp_path):
     train = job_resources(out, "train")
     assert (train["gpu"], train["tasks_per_gpu"], train["slurm_partition"]) == ("1", "0", "gpu")
     infer = job_resources(out, "infer")
-    assert (infer["mpi"], infer["tasks"]) == ("srun", "64")
-    assert "srun -n 64 ehpc-infer" in job_shell(out, "infer")
+    assert (infer["mpi"], infer["tasks"]) == ("srun", "2")  # infer.ranks of the config
+    assert "srun -n 2 ehpc-infer" in job_shell(out, "infer")
     labels = job_resources(out, "labels")
     assert (labels["cpus_per_task"], labels["runtime"]) == ("8", "720")
     assert job_resources(out, "dataset")["slurm_account"] == "my_account"
