@@ -26,6 +26,7 @@ include: "workflow/rules/config.smk"
 
 check_schema(config)
 validate(config, "configs/schema.yaml")  # fills in the schema's defaults
+check_functional(config)
 check_structure_specs(config)
 check_train_config(config)
 

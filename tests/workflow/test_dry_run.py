@@ -102,6 +102,12 @@ def test_schema_type_error_is_one_line(tmp_path):
                    "configs/schema.yaml")
 
 
+def test_unknown_functional_is_refused_by_the_dry_run(tmp_path):
+    config = default_config(tmp_path)
+    config["dft"]["xc"] = "pbee"
+    assert_refused(dry_run(tmp_path, config), "dft.xc 'pbee'", "not a functional")
+
+
 def test_negative_rattle_in_a_spec_is_refused_by_the_dry_run(tmp_path):
     config = default_config(tmp_path)
     config["infer"]["structure"]["rattle"] = -0.1

@@ -1,8 +1,8 @@
 # The whole resolved config, checked when the Snakefile is read (so by `snakemake -n`
-# too), before any job starts: the workflow keys against configs/schema.yaml, every
-# structure spec, and the training config that train.config names with the train.set
-# overrides applied.  A bad key or value ends Snakemake with one line naming it and exit
-# status 2, never a traceback or a dump of the schema.
+# too), before any job starts: the workflow keys against configs/schema.yaml, the
+# functional, every structure spec, and the training config that train.config names
+# with the train.set overrides applied.  A bad key or value ends Snakemake with one line
+# naming it and exit status 2, never a traceback or a dump of the schema.
 import difflib
 import importlib.util
 import sys
@@ -45,6 +45,16 @@ def schema_message(error) -> str:
     if len(value) > 60:  # a whole section: say which, not what it holds
         message = message.replace(value, "this value")
     return f"{prefix}{message[:200]}"
+
+
+def check_functional(config: dict) -> None:
+    """dft.xc as libxc reads it; a misspelt functional would fail only inside the first SCF."""
+    from ehpc.cli import CLIError, check_xc
+
+    try:
+        check_xc(config["dft"]["xc"], "dft.xc")
+    except CLIError as err:
+        refuse(str(err))
 
 
 def check_structure_specs(config: dict) -> None:
