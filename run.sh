@@ -56,9 +56,11 @@ export_env() {
 }
 
 # What the environment was installed from: the package's dependencies, the torch
-# requirement and this installer; a change to any of them reinstalls.
+# requirement and the text of install_venv below; a change to any of them reinstalls
+# (other edits of this script do not).
 setup_stamp() {
-  { cat pyproject.toml; echo "$TORCH"; declare -f install_venv; } | sha256sum | cut -c1-16
+  { cat pyproject.toml; echo "$TORCH"; sed -n '/^install_venv() {$/,/^}$/p' run.sh; } \
+    | sha256sum | cut -c1-16
 }
 
 venv_current() {

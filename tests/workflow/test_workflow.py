@@ -156,6 +156,10 @@ def test_killed_workflow_resumes_without_repeating_finished_dft(tmp_path):
     skipped = sum(json.loads((workdir / "labels" / f"chunk_{k}.done").read_text())["skipped"]
                   for k in range(2))
     assert skipped == len(kept)
+    # the label logs say which structure is running and how it ended (issue 12)
+    label_logs = "".join(p.read_text() for p in (workdir / "logs").glob("labels_*.log"))
+    assert re.search(r"structure \d+ of 8, done in [\d.]+ s, \d+ SCF cycles", label_logs)
+    assert re.search(r"structure \d+ of 8, already labelled", label_logs)
 
     for name in ("summary.txt", "plots/parity.png", "plots/dos.png", "plots/learning_curve.png",
                  "evaluation/metrics.json", "train/model.pt", "infer/results.h5", "dataset.h5"):
