@@ -156,7 +156,7 @@ def test_shared_rattle_refuses_a_negative_spread_and_keeps_the_name():
 
     atoms = bulk("Si", "diamond", a=5.43)
     atoms.info["name"] = "Si"
-    with pytest.raises(SourceError, match=r"--rattle: standard deviation must be .* >= 0, got -0.1"):
+    with pytest.raises(SourceError, match=r"--rattle: standard deviation must .* >= 0, got -0.1"):
         rattle(atoms.copy(), -0.1)
     moved = rattle(atoms.copy(), 0.05, seed=3)
     assert moved.info["name"] == "Si"

@@ -50,7 +50,8 @@ def test_restating_the_same_values_is_accepted(tmp_path, exported):
 def test_contradicting_option_is_refused_in_one_line(tmp_path, exported, capsys, option, value,
                                                      key):
     out = tmp_path / "out.h5"
-    assert deeph_cli.main(["import", str(exported), option, value, "--out", str(out)]) == USAGE_ERROR
+    status = deeph_cli.main(["import", str(exported), option, value, "--out", str(out)])
+    assert status == USAGE_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert f"{option} {value} contradicts" in err[0] and key in err[0] and "info.json" in err[0]

@@ -177,6 +177,14 @@ def test_setup_only_command_sets_up_and_links_the_slurm_profile(setup_env):
     assert run_sh("setup", env=setup_env).returncode == 0
 
 
+def test_another_torch_requirement_makes_the_setup_stale(setup_env):
+    """EHPC_TORCH (a CUDA wheel on a cluster) is part of what the set-up installed from."""
+    torch = "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+    cuda = dict(setup_env, EHPC_TORCH=torch)
+    check = run_sh("setup", "--check", env=cuda)
+    assert check.returncode == 1 and "is not set up" in check.stderr, check.stderr
+
+
 def test_setup_leaves_a_users_own_slurm_profile_alone(tmp_path, setup_env):
     env = dict(setup_env, XDG_CONFIG_HOME=str(tmp_path))
     own = tmp_path / "snakemake" / "slurm"
