@@ -21,28 +21,17 @@ if not workflow.overwrite_configfiles:
     configfile: str(Path(workflow.basedir) / "configs" / "default.yaml")
 
 
-validate(config, "configs/schema.yaml")
+include: "workflow/rules/config.smk"
+
+
+check_schema(config)
+validate(config, "configs/schema.yaml")  # fills in the schema's defaults
+check_functional(config)
+check_structure_specs(config)
+check_train_config(config)
 
 WORK = config["workdir"].rstrip("/")
 N_CHUNKS = config["datagen"].get("n_chunks", 1)
-
-
-def check_structure_specs():
-    """Every structure spec of the config, checked before any job starts."""
-    from ehpc.sources import SourceError, check_spec
-
-    specs = [("structures", s) for s in config["structures"]]
-    specs += [("evaluate.band_structure", config["evaluate"].get("band_structure"))]
-    specs += [("infer.structure", config["infer"]["structure"])]
-    for where, spec in specs:
-        if spec is None:
-            continue
-        try:
-            check_spec(spec)
-        except SourceError as err:
-            raise ValueError(f"config {where}: {err}") from None
-        if spec.get("kind") == "file" and not Path(spec["path"]).is_file():
-            raise ValueError(f"config {where}: structure file {spec['path']!r} not found")
 
 
 #: shell of every rule that turns a structure spec (params.spec) into an extxyz file
@@ -57,9 +46,6 @@ def spec_json(spec) -> str:
     specs = spec if isinstance(spec, list) else [spec]
     specs = [dict(s, path=str(Path(s["path"]).resolve())) if s.get("path") else s for s in specs]
     return shlex.quote(json.dumps(specs))
-
-
-check_structure_specs()
 
 
 include: "workflow/rules/data.smk"

@@ -77,9 +77,8 @@ def rattled_supercells(
         ``MIN_INTERATOMIC_DISTANCE``.
     """
     _check_positive_int(n, "n", prefix)
-    for value, key in ((rattle_std, "rattle_std"), (strain_std, "strain_std")):
-        if not np.isfinite(value) or value < 0:
-            raise SourceError(f"{prefix or 'supercell'}: {key} must be >= 0, got {value}")
+    check_spread(rattle_std, "rattle_std", prefix or "supercell")
+    check_spread(strain_std, "strain_std", prefix or "supercell")
     base = atoms.repeat(tuple(int(r) for r in repeat))
     prefix = prefix or _default_prefix(atoms)
     rng = np.random.default_rng(seed)
@@ -94,6 +93,31 @@ def rattled_supercells(
         return new
 
     return _sample_valid(sample, n, prefix, "lower rattle_std or strain_std")
+
+
+def check_spread(value, key: str, where: str) -> float:
+    """``value`` as a float if it is a finite standard deviation (>= 0), else SourceError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not np.isfinite(number) or number < 0:
+        raise SourceError(f"{where}: {key} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def rattle(atoms: Atoms, stdev: float, seed: int = 0, where: str = "--rattle") -> Atoms:
+    """Displace every atom by a seeded Gaussian of ``stdev`` Å, in place; the name is kept.
+
+    The same seed gives the same positions on every MPI rank.  A negative or non-finite
+    ``stdev`` raises SourceError naming ``where`` (the option or spec key).
+    """
+    stdev = check_spread(stdev, "standard deviation", where)
+    if stdev > 0:
+        info = dict(atoms.info)
+        atoms.rattle(stdev=stdev, seed=seed)
+        atoms.info = info
+    return atoms
 
 
 def _symmetric_strain(rng: np.random.Generator, std: float) -> np.ndarray:
@@ -466,6 +490,12 @@ SPEC_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], object]]] = {
 }
 
 
+#: numeric spec keys with a lower bound: key -> (bound, whether the bound itself is excluded)
+SPEC_RANGES = {
+    "n": (1, False), "rattle": (0, False), "strain": (0, False), "temperature": (0, False),
+    "spacing": (0, True), "a": (0, True), "c": (0, True),
+}
+
 def from_spec(
     spec: dict,
     basis: Basis | str | None = None,
@@ -531,6 +561,13 @@ def _spec_values(spec: dict, kind: str) -> dict:
         if not isinstance(value, types) or bool_for_number:
             raise SourceError(f"structure spec {label}: key {key!r} has invalid value {value!r}")
         values[key] = value
+    for key, (low, strict) in SPEC_RANGES.items():
+        value = values.get(key)
+        if key not in allowed or value is None:
+            continue
+        if not np.isfinite(value) or value < low or (strict and value == low):
+            bound = "a positive integer" if key == "n" else f"{'>' if strict else '>='} {low}"
+            raise SourceError(f"structure spec {label}: {key} must be {bound}, got {value!r}")
     return values
 
 

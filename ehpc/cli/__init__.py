@@ -43,6 +43,21 @@ def user_errors() -> tuple[type[BaseException], ...]:
             ModelCompatibilityError, SCFNotConverged, TruncationFloorError, OSError)
 
 
+def check_xc(xc: str, option: str = "--xc") -> None:
+    """Refuse a functional name libxc does not know, before any SCF starts.
+
+    PySCF would otherwise fail inside the first SCF with a long libxc traceback.
+    """
+    from pyscf.dft import libxc
+
+    try:
+        libxc.parse_xc(xc)
+    except (KeyError, ValueError, TypeError) as err:
+        detail = " ".join(str(err).strip("'\"").split())
+        raise CLIError(f"{option} {xc!r}: not a functional PySCF/libxc knows ({detail}); "
+                       "e.g. pbe, b3lyp, pbe0, 'lda,vwn'") from None
+
+
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` under a temporary name, then rename it into place.
 

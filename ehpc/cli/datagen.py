@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from ..dft.scf import Smearing
 from ..io.dataset import Dataset, DatasetError, DatasetWriter
 from ..sources import check_unique_names, from_file, from_spec_file
 from ..structure import validate
-from . import CLIError, run_main, summary, write_atomic
+from . import CLIError, check_xc, run_main, summary, write_atomic
 
 PROG = "ehpc-datagen"
 FAILED_SUFFIX = ".failed.json"
@@ -130,6 +131,7 @@ def _check_options(args: argparse.Namespace) -> None:
         args.smearing = Smearing.parse(args.smearing) if args.smearing else None
     except ValueError as err:
         raise CLIError(f"--smearing: {err}") from None
+    check_xc(args.xc)
 
 
 def collect_structures(args: argparse.Namespace, basis: Basis) -> list[Atoms]:
@@ -158,8 +160,8 @@ def label_all(structures: list[Atoms], args: argparse.Namespace, basis: Basis) -
 
     tally = Tally()
     bar = tqdm(structures, desc=PROG, unit="structure", disable=None, file=sys.stderr)
-    for atoms in bar:
-        outcome = label_one(atoms, args, basis)
+    for i, atoms in enumerate(bar, start=1):
+        outcome = label_one(atoms, args, basis, f"structure {i} of {len(structures)}")
         setattr(tally, outcome, getattr(tally, outcome) + 1)
         bar.set_postfix_str(str(tally), refresh=False)
     bar.close()
@@ -169,22 +171,35 @@ def label_all(structures: list[Atoms], args: argparse.Namespace, basis: Basis) -
     return tally
 
 
-def label_one(atoms: Atoms, args: argparse.Namespace, basis: Basis) -> str:
-    """Label one structure unless its file exists; returns "done", "skipped" or "failed"."""
+def progress(message: str) -> None:
+    """One line on stderr, flushed at once: a log redirected to a file shows it now."""
     from tqdm import tqdm
 
+    tqdm.write(f"{PROG}: {message}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def label_one(atoms: Atoms, args: argparse.Namespace, basis: Basis, where: str = "") -> str:
+    """Label one structure unless its file exists; returns "done", "skipped" or "failed".
+
+    Prints a progress line (name, ``where`` such as "structure 3 of 16") as the structure
+    starts and as it ends (seconds, SCF cycles).
+    """
     from ..dft import SCFNotConverged, label_structure, pyscf_version
 
     name = atoms.info["name"]
     path = args.out_dir / f"{name}.h5"
     failed = args.out_dir / f"{name}{FAILED_SUFFIX}"
+    where = f"{name}: {where}," if where else f"{name}:"
     if path.is_file():
         problem = _finished_problem(path, atoms, args, basis)
         if problem is None:
+            progress(f"{where} already labelled in {path.name}, skipped")
             return "skipped"
-        tqdm.write(f"{PROG}: {name}: existing {path.name} is unusable ({problem}); recomputing",
-                   file=sys.stderr)
+        progress(f"{name}: existing {path.name} is unusable ({problem}); recomputing")
     _remove_partial_files(args.out_dir, name)
+    progress(f"{where} SCF started ({len(atoms)} atoms)")
+    start = time.perf_counter()
     try:
         floor_tol = None if args.allow_large_floor else args.floor_tol
         record = label_structure(atoms, basis, args.xc, args.cutoff, name, kmesh=tuple(args.kmesh),
@@ -195,13 +210,23 @@ def label_one(atoms: Atoms, args: argparse.Namespace, basis: Basis) -> str:
     except (SCFNotConverged, np.linalg.LinAlgError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         _write_failure(failed, name, reason, type(err).__name__, args, basis)
-        tqdm.write(f"{PROG}: {name}: {reason}; left out of the dataset (see {failed})",
-                   file=sys.stderr)
+        progress(f"{where} failed after {time.perf_counter() - start:.1f} s: {reason}; "
+                 f"left out of the dataset (see {failed})")
         return "failed"
     with DatasetWriter(path, basis, args.xc, code="pyscf", code_version=pyscf_version()) as writer:
         writer.write(record)
     failed.unlink(missing_ok=True)
+    progress(f"{where} done in {time.perf_counter() - start:.1f} s, {end_summary(record.attrs)}")
     return "done"
+
+
+def end_summary(attrs) -> str:
+    """SCF cycles and, for crystals labelled with them, the overlap-floor diagnostics."""
+    parts = [f"{int(attrs.get('scf_cycles', -1))} SCF cycles"]
+    floor = [("floor_max_meV", "floor max {:.3g} meV"), ("floor_mae_meV", "floor MAE {:.3g} meV"),
+             ("overlap_min_eig", "min eig(S) {:.3g}")]
+    parts += [text.format(float(attrs[key])) for key, text in floor if attrs.get(key) is not None]
+    return ", ".join(parts)
 
 
 def _finished_problem(path: Path, atoms: Atoms, args: argparse.Namespace,

@@ -1,10 +1,11 @@
 """``ehpc-deeph``: convert between ehpc datasets and DeepH structure folders.
 
 ``ehpc-deeph export data.h5 OUT --convention deeph`` writes ``OUT/<name>/`` per structure;
-``ehpc-deeph import FOLDER... --basis B --xc XC --convention deeph --out data.h5`` reads
-structure folders (or folders of them).  The orbital order inside each shell on disk must
-be stated with ``--convention`` (``deeph`` for DeepH-pack's preprocessed data, ``pyscf``
-for ehpc's own order).
+``ehpc-deeph import FOLDER... --out data.h5`` reads structure folders (or folders of them).
+The basis, pseudopotential, functional and orbital order (``--convention``: ``deeph`` for
+DeepH-pack's preprocessed data, ``pyscf`` for ehpc's own order) come from each folder's
+``info.json`` where it states them (ehpc's export does); an option that contradicts it is
+refused, and one the folders do not state must be given.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ..basis import Basis
 from ..io.dataset import Dataset, DatasetWriter
-from ..io.deeph import CONVENTIONS, export_deeph, import_deeph
+from ..io.deeph import CONVENTIONS, export_deeph, import_deeph, stated_level
 from . import CLIError, run_main, summary
 
 PROG = "ehpc-deeph"
@@ -39,11 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="DeepH folders -> ehpc dataset")
     imp.add_argument("folders", type=Path, nargs="+", help="structure folders or folders of them")
-    imp.add_argument("--basis", required=True, help="basis the DeepH data were computed in")
-    imp.add_argument("--pseudo", default=None, help="its pseudopotential, if any")
-    imp.add_argument("--xc", required=True, help="functional the DeepH data were computed with")
-    imp.add_argument("--convention", required=True, choices=conventions,
-                     help="orbital order in the files")
+    imp.add_argument("--basis", default=None,
+                     help="basis the DeepH data were computed in (default: from info.json)")
+    imp.add_argument("--pseudo", default=None,
+                     help="its pseudopotential, if any (default: from info.json)")
+    imp.add_argument("--xc", default=None,
+                     help="functional the DeepH data were computed with (default: from info.json)")
+    imp.add_argument("--convention", default=None, choices=conventions,
+                     help="orbital order in the files (default: from info.json)")
     imp.add_argument("--code", default="unknown",
                      help="DFT code that produced the data, e.g. openmx")
     imp.add_argument("--out", type=Path, required=True, help="ehpc dataset file to write")
@@ -76,22 +80,67 @@ def run_export(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.dataset}: no structure named {missing[0]!r}")
     for name in names:
         export_deeph(data[name], data.basis, args.out / name, args.convention,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, xc=data.xc)
     print(f"{PROG}: exported {len(names)} structures to {args.out} "
           f"({args.convention} orbital order)")
     return 0
 
 
+#: what an import must know, with the option that states it
+LEVEL_OPTIONS = {"basis": "--basis", "pseudo": "--pseudo", "xc": "--xc",
+                 "convention": "--convention"}
+
+
+def level_of_theory(args: argparse.Namespace, folders: list[Path]) -> dict[str, str | None]:
+    """Basis, pseudo, xc and convention: from the options, else from the folders' info.json.
+
+    Raises:
+        CLIError: an option contradicts a folder, two folders disagree, or a required
+            value is stated nowhere.
+    """
+    stated = {folder: stated_level(folder) for folder in folders}
+    level = {}
+    for key, option in LEVEL_OPTIONS.items():
+        given = getattr(args, key)
+        sources = [(folder, values[key]) for folder, values in stated.items() if key in values]
+        for folder, value in sources:
+            if given is not None and not _same(key, given, value):
+                raise CLIError(f"{option} {given} contradicts {folder / 'info.json'}, which says "
+                               f"{key} {value}; leave {option} out to use it")
+            if not _same(key, value, sources[0][1]):
+                raise CLIError(f"{folder / 'info.json'} says {key} {value} but "
+                               f"{sources[0][0] / 'info.json'} says {sources[0][1]}; "
+                               "import them separately")
+        level[key] = given if given is not None else (sources[0][1] if sources else None)
+        if level[key] is None and key in ("basis", "xc", "convention"):
+            raise CLIError(f"{option} is needed: {folders[0] / 'info.json'} does not state the "
+                           f"{key} of the data")
+    if level["convention"] not in CONVENTIONS:
+        raise CLIError(f"orbital convention {level['convention']!r} of the folders is not one "
+                       f"of {sorted(CONVENTIONS)}")
+    return level
+
+
+def _same(key: str, a: str | None, b: str | None) -> bool:
+    """Basis, pseudo and functional names are case-insensitive; so are conventions' aliases."""
+    if a is None or b is None:
+        return a is b
+    if key == "convention":
+        return CONVENTIONS.get(a) == CONVENTIONS.get(b)
+    return a.lower() == b.lower()
+
+
 def run_import(args: argparse.Namespace) -> int:
-    basis = Basis(args.basis, args.pseudo)
     folders = structure_folders(args.folders)
     names = [f.name for f in folders]
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
         raise CLIError(f"{duplicate!r}: two structure folders share this name")
-    with DatasetWriter(args.out, basis, args.xc, code=args.code) as writer:
+    level = level_of_theory(args, folders)
+    basis = Basis(level["basis"], level["pseudo"])
+    with DatasetWriter(args.out, basis, level["xc"], code=args.code) as writer:
         for folder in folders:
-            writer.write(import_deeph(folder, basis, folder.name, args.convention))
+            writer.write(import_deeph(folder, basis, folder.name, level["convention"]))
     print(f"{PROG}: imported {len(folders)} structures into {args.out}")
     return 0
 

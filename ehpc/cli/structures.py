@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..basis import Basis
-from . import run_main, summary
+from . import check_xc, run_main, summary
 
 PROG = "ehpc-structures"
 
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..sources import from_spec_file
     from ..structure import validate
 
+    check_xc(args.xc)
     basis = Basis(args.basis, args.pseudo)
     cache = args.out.parent / ".hessians"
     frames = from_spec_file(args.spec, basis, args.xc, cache_dir=cache)

@@ -120,6 +120,7 @@ def export_deeph(
     folder: str | Path,
     convention: str = "pyscf",
     overwrite: bool = False,
+    xc: str | None = None,
 ) -> Path:
     """Write one structure as a DeepH folder.
 
@@ -132,6 +133,8 @@ def export_deeph(
         folder: the structure folder to create.
         convention: orbital order inside each shell on disk (see :data:`CONVENTIONS`).
         overwrite: replace an existing folder.
+        xc: the functional of the labels, recorded in ``info.json`` with the basis so that
+            an import needs neither restated (default: the record's ``xc`` attribute).
     """
     folder = Path(folder)
     record.check(basis)
@@ -149,7 +152,7 @@ def export_deeph(
     try:
         ls = _atom_ls(basis, record.numbers)
         _write_geometry(tmp, record, ls)
-        _write_info(tmp, record, basis, convention)
+        _write_info(tmp, record, basis, convention, xc)
         qs = [atom_matrix(l, convention) for l in ls]
         nao = basis.nao_per_atom(record.numbers)
         for key, filename in MATRIX_FILES.items():
@@ -181,8 +184,10 @@ def _write_geometry(folder: Path, record: HamiltonianRecord, ls) -> None:
     (folder / "orbital_types.dat").write_text("".join(lines))
 
 
-def _write_info(folder: Path, record: HamiltonianRecord, basis: Basis, convention: str) -> None:
+def _write_info(folder: Path, record: HamiltonianRecord, basis: Basis, convention: str,
+                xc: str | None = None) -> None:
     nao = basis.nao_per_atom(record.numbers)
+    xc = xc or _json_value(record.attrs.get("xc"))
     info = {
         "nsites": int(record.n_atoms),
         "isorthogonal": False,
@@ -194,6 +199,7 @@ def _write_info(folder: Path, record: HamiltonianRecord, basis: Basis, conventio
             "pbc": [bool(p) for p in np.asarray(record.pbc).reshape(3)],
             "basis": basis.name,
             "pseudo": basis.pseudo,
+            "xc": xc,
             "orbital_convention": convention,
             "attrs": {k: _json_value(v) for k, v in record.attrs.items()},
         },
@@ -286,6 +292,24 @@ def import_deeph(
         overlap=flat.get(OVERLAP),
         attrs=attrs,
     )
+
+
+def stated_level(folder: str | Path) -> dict[str, str | None]:
+    """What the folder's ``info.json`` says of how its data were computed.
+
+    Keys, each only when stated: ``basis``, ``pseudo`` (None: all-electron), ``xc`` and
+    ``convention`` (the orbital order on disk).  ehpc's export writes all four;
+    DeepH-pack's own folders state none of them.
+    """
+    extra = _read_info(Path(folder)).get(EHPC_INFO) or {}
+    stated = {key: extra[key] for key in ("basis", "pseudo", "xc") if key in extra}
+    if stated.get("xc") is None and (extra.get("attrs") or {}).get("xc"):
+        stated["xc"] = extra["attrs"]["xc"]  # written before info.json carried xc itself
+    if stated.get("xc") is None:
+        stated.pop("xc", None)
+    if extra.get("orbital_convention"):
+        stated["convention"] = extra["orbital_convention"]
+    return stated
 
 
 def _load(folder: Path, filename: str, dtype, ndmin: int) -> np.ndarray:

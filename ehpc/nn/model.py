@@ -61,6 +61,10 @@ class ModelCompatibilityError(ValueError):
     """A structure or dataset whose basis or elements the model was not built for."""
 
 
+class ModelFileError(ModelCompatibilityError):
+    """A ``--model`` file that is not an ehpc model file (a checkpoint, random bytes, HDF5)."""
+
+
 class BlockReadout(torch.nn.Module):
     """Features -> flat H blocks of one element pair (or one element, on-site).
 
@@ -261,12 +265,12 @@ class HamiltonianModel(torch.nn.Module):
 
     @staticmethod
     def read_metadata(path: str | Path) -> dict:
-        return json.loads(torch.load(path, map_location="cpu", weights_only=True)["metadata"])
+        return json.loads(read_model_file(path)["metadata"])
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> "HamiltonianModel":
         """Rebuild a saved model (its dtype is that of the saved weights)."""
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = read_model_file(path)
         model = cls.from_metadata(json.loads(blob["metadata"]))
         dtype = next(v.dtype for v in blob["state_dict"].values() if v.is_floating_point())
         model.to(dtype=dtype)
@@ -447,6 +451,37 @@ class HamiltonianModel(torch.nn.Module):
             out.append(flat.detach().cpu().to(torch.float64).numpy())
         self.train(was_training)
         return pairs, (np.concatenate(out) if out else np.zeros(0))
+
+
+def read_model_file(path: str | Path) -> dict:
+    """The ``{"metadata", "state_dict"}`` mapping of a file written by ``HamiltonianModel.save``.
+
+    Read with ``weights_only=True``: pickled code in a foreign file is never run.  Any other
+    file (a training checkpoint, random bytes, HDF5) raises ModelFileError with one line;
+    torch's own message is left out, as it advises ``weights_only=False``, which would run
+    such code.
+
+    Raises:
+        OSError: the file is missing or unreadable.
+        ModelFileError: the file is not an ehpc model file.
+    """
+    from ..train.checkpoint import FORMAT as CHECKPOINT_FORMAT
+
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception:  # torch raises many types for a foreign or damaged file
+        raise ModelFileError(f"{path}: not an ehpc model file (torch cannot read it as one; "
+                             "use the model.pt that ehpc-train writes)") from None
+    if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path}: a training checkpoint, not a model file; use the model "
+                             f"file ehpc-train exported next to it: {path.with_name('model.pt')}")
+    if not (isinstance(blob, dict) and isinstance(blob.get("metadata"), str)
+            and isinstance(blob.get("state_dict"), dict)):
+        raise ModelFileError(f"{path}: not an ehpc model file (no model metadata and weights)")
+    return blob
 
 
 def _pair_key(za: int, zb: int) -> str:

@@ -211,5 +211,5 @@ def test_cli_export_import_roundtrip(tmp_path, water_record, capsys):
     assert deeph_cli.main(["import", str(tmp_path / "deeph"), "--basis", "sto-3g", "--xc", "pbe",
                            "--convention", "deeph", "--out", str(tmp_path / "bad.h5")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("ehpc-deeph: error:") and "atom 1 (Z=8)" in err[0]
+    assert len(err) == 1 and err[0].startswith("ehpc-deeph: error:") and "def2-svp" in err[0]
     assert not (tmp_path / "bad.h5").exists()

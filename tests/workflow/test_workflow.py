@@ -89,8 +89,8 @@ def test_slurm_profile_dry_run_plans_every_stage_with_its_resources(tmp_path):
     train = job_resources(out, "train")
     assert (train["gpu"], train["tasks_per_gpu"], train["slurm_partition"]) == ("1", "0", "gpu")
     infer = job_resources(out, "infer")
-    assert (infer["mpi"], infer["tasks"]) == ("srun", "64")
-    assert "srun -n 64 ehpc-infer" in job_shell(out, "infer")
+    assert (infer["mpi"], infer["tasks"]) == ("srun", "2")  # infer.ranks of the config
+    assert "srun -n 2 ehpc-infer" in job_shell(out, "infer")
     labels = job_resources(out, "labels")
     assert (labels["cpus_per_task"], labels["runtime"]) == ("8", "720")
     assert job_resources(out, "dataset")["slurm_account"] == "my_account"
@@ -156,6 +156,10 @@ def test_killed_workflow_resumes_without_repeating_finished_dft(tmp_path):
     skipped = sum(json.loads((workdir / "labels" / f"chunk_{k}.done").read_text())["skipped"]
                   for k in range(2))
     assert skipped == len(kept)
+    # the label logs say which structure is running and how it ended (issue 12)
+    label_logs = "".join(p.read_text() for p in (workdir / "logs").glob("labels_*.log"))
+    assert re.search(r"structure \d+ of 8, done in [\d.]+ s, \d+ SCF cycles", label_logs)
+    assert re.search(r"structure \d+ of 8, already labelled", label_logs)
 
     for name in ("summary.txt", "plots/parity.png", "plots/dos.png", "plots/learning_curve.png",
                  "evaluation/metrics.json", "train/model.pt", "infer/results.h5", "dataset.h5"):

@@ -11,8 +11,8 @@ def train_command():
 
 
 def train_overrides():
-    overrides = config["train"].get("set") or {}
-    return " ".join(shlex.quote(f"--set={key}={json.dumps(value)}") for key, value in overrides.items())
+    """train.set as ehpc-train options, exactly as check_train_config resolved them."""
+    return " ".join(shlex.quote(f"--set={text}") for text in train_set_overrides(config))
 
 
 def band_cell_input(wildcards):
