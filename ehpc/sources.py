@@ -467,6 +467,9 @@ def check_unique_names(structures: Iterable[Atoms]) -> None:
 # ---------------------------------------------------------------------------
 # Config specs
 
+#: Å of empty space between periodic copies of a 2-D sheet
+SHEET_VACUUM = 15.0
+
 #: allowed keys of each spec kind, with their type and default (``REQUIRED`` if none)
 REQUIRED = object()
 SPEC_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], object]]] = {
@@ -487,13 +490,20 @@ SPEC_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], object]]] = {
         "repeat": ((list, tuple), [1, 1, 1]), "n": (int, 1), "rattle": ((int, float), 0.0),
         "strain": ((int, float), 0.0), "seed": (int, 0), "prefix": (str, None),
     },
+    "sheet": {
+        "name": (str, REQUIRED), "crystal": (str, "graphene"), "a": ((int, float), None),
+        "thickness": ((int, float), None), "vacuum": ((int, float), SHEET_VACUUM),
+        "repeat": ((list, tuple), [1, 1, 1]), "n": (int, 1), "rattle": ((int, float), 0.0),
+        "strain": ((int, float), 0.0), "seed": (int, 0), "prefix": (str, None),
+    },
 }
 
 
 #: numeric spec keys with a lower bound: key -> (bound, whether the bound itself is excluded)
 SPEC_RANGES = {
     "n": (1, False), "rattle": (0, False), "strain": (0, False), "temperature": (0, False),
-    "spacing": (0, True), "a": (0, True), "c": (0, True),
+    "spacing": (0, True), "a": (0, True), "c": (0, True), "thickness": (0, True),
+    "vacuum": (0, True),
 }
 
 def from_spec(
@@ -634,6 +644,35 @@ def _build_bulk(values, basis, xc, base_dir: Path, cache_dir) -> list[Atoms]:
     )
 
 
+def _build_sheet(values, basis, xc, base_dir: Path, cache_dir) -> list[Atoms]:
+    """A 2-D sheet (ASE's graphene or MX2 builders) with vacuum, periodic along all three
+    axes as periodic labels need, then rattled and strained like a bulk crystal."""
+    from ase.build import graphene, mx2
+
+    name, crystal = values["name"], values["crystal"]
+    builders = {"graphene": graphene, "mx2": mx2}
+    if crystal not in builders:
+        raise SourceError(f"structure spec {name!r}: sheet crystal {crystal!r} is not one of "
+                          f"{sorted(builders)}")
+    options = {k: float(values[k]) for k in ("a", "thickness") if values[k] is not None}
+    if crystal == "graphene" and "thickness" in options:
+        raise SourceError(f"structure spec {name!r}: a graphene-type sheet has no 'thickness'")
+    try:
+        atoms = builders[crystal](formula=name, vacuum=0.5 * float(values["vacuum"]), **options)
+    except (KeyError, ValueError) as err:
+        raise SourceError(f"structure spec {name!r}: cannot build a {crystal} sheet ({err})") \
+            from None
+    atoms.pbc = True
+    repeat = values["repeat"]
+    if len(repeat) != 3 or not all(isinstance(r, int) and r >= 1 for r in repeat) or repeat[2] != 1:
+        raise SourceError(f"structure spec {name!r}: 'repeat' of a sheet must be three positive "
+                          f"integers ending in 1, got {repeat!r}")
+    return rattled_supercells(
+        atoms, repeat, values["n"], rattle_std=float(values["rattle"]),
+        strain_std=float(values["strain"]), seed=values["seed"], prefix=values["prefix"] or name,
+    )
+
+
 def _build_cluster(values, basis, xc, base_dir: Path, cache_dir) -> list[Atoms]:
     molecule_atoms = _reference_molecule(values["name"], values["path"], base_dir)
     return [molecular_cluster(molecule_atoms, values["grid"], float(values["spacing"]),
@@ -641,7 +680,7 @@ def _build_cluster(values, basis, xc, base_dir: Path, cache_dir) -> list[Atoms]:
 
 
 SPEC_BUILDERS = {"file": _build_file, "molecule": _build_molecule, "bulk": _build_bulk,
-                 "cluster": _build_cluster}
+                 "cluster": _build_cluster, "sheet": _build_sheet}
 
 
 def load_specs(path: str | Path) -> list[dict]:

@@ -237,3 +237,24 @@ def test_molecular_cluster_keeps_each_molecule_rigid_and_refuses_overlaps():
         molecular_cluster(water, [3, 3, 3], 0.8)
     with pytest.raises(SourceError, match="grid"):
         molecular_cluster(water, [3, 3], 3.1)
+
+
+def test_sheet_spec_builds_periodic_layers_with_vacuum():
+    """2-D sheets come out fully periodic (as labels need) with the vacuum asked for
+    between a layer and its periodic copy, and ASE's in-plane lattice."""
+    from ehpc.sources import SourceError, from_spec
+
+    sheets = from_spec({"kind": "sheet", "name": "C2", "repeat": [2, 2, 1], "n": 2,
+                        "rattle": 0.02, "seed": 0, "vacuum": 12.0})
+    assert len(sheets) == 2 and all(s.pbc.all() for s in sheets)
+    flat = from_spec({"kind": "sheet", "name": "C2", "vacuum": 12.0})[0]
+    z = flat.positions[:, 2]
+    assert flat.cell[2, 2] - (z.max() - z.min()) == pytest.approx(12.0)
+    assert np.linalg.norm(flat.cell[0]) == pytest.approx(2.46)
+    assert len(sheets[0]) == 8
+    mos2 = from_spec({"kind": "sheet", "name": "MoS2", "crystal": "mx2", "vacuum": 10.0})[0]
+    assert mos2.get_chemical_formula() == "MoS2"
+    for bad, message in [({"repeat": [1, 1, 2]}, "ending in 1"), ({"crystal": "hex"}, "not one of"),
+                         ({"vacuum": -1.0}, "vacuum must be")]:
+        with pytest.raises(SourceError, match=message):
+            from_spec({"kind": "sheet", "name": "C2", **bad})

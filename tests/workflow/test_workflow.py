@@ -186,6 +186,7 @@ def test_killed_workflow_resumes_without_repeating_finished_dft(tmp_path):
 @pytest.mark.parametrize("name, chunks, stages", [
     ("water", 20, {"band_cell": 0}),
     ("silicon", 32, {"band_cell": 1}),
+    ("graphene", 16, {"band_cell": 1}),
 ])
 def test_production_configs_plan_the_whole_pipeline(tmp_path, name, chunks, stages):
     """The shipped production configs are valid on their own (not merged into the
