@@ -37,7 +37,7 @@ USAGE_ERROR = 2
 SIGNAL_BASE = 128
 
 #: keys that may differ from the checkpoint's when resuming (``section.*``: all of a section)
-RESUMABLE = ("train.epochs", "train.patience", "train.eval_every", "train.checkpoint_every",
+RESUMABLE = ("train.epochs", "train.max_minutes", "train.patience", "train.eval_every", "train.checkpoint_every",
              "train.export", "train.device", "data.path", "data.cache", "out_dir", "log.*")
 
 log = logging.getLogger("ehpc.train")
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out-dir from its last.pt")
     parser.add_argument("--out-dir", type=Path, help="run folder (default: the config's out_dir)")
+    parser.add_argument("--max-minutes", type=float, metavar="M",
+                        help="wall-time budget: stop cleanly (last.pt, model.pt) before an "
+                        "epoch would pass M minutes (sets train.max_minutes)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config with every key's meaning, then exit")
     return parser
@@ -83,6 +86,8 @@ def resolve_config(args: argparse.Namespace):
     overrides = list(args.overrides)
     if args.out_dir is not None:
         overrides.append(f"out_dir={json.dumps(str(args.out_dir))}")
+    if args.max_minutes is not None:
+        overrides.append(f"train.max_minutes={args.max_minutes!r}")
     return load_config(args.config, overrides)
 
 
@@ -98,6 +103,8 @@ def resume_config(args: argparse.Namespace, saved: dict, fresh):
     old = from_dict(saved, "checkpoint config")
     if args.config is None:
         overrides = list(args.overrides) + [f"out_dir={json.dumps(fresh.out_dir)}"]
+        if getattr(args, "max_minutes", None) is not None:
+            overrides.append(f"train.max_minutes={args.max_minutes!r}")
         new = load_config(None, overrides, base=saved)
     else:
         new = fresh
@@ -228,7 +235,7 @@ def reproducible(seed: int, deterministic: bool):
     """Seed every generator; optionally force deterministic kernels for the duration."""
     import torch
 
-    from ..nn.fit import seed_everything
+    from ..train.loop import seed_everything
 
     seed_everything(seed)
     before = torch.are_deterministic_algorithms_enabled()
