@@ -187,10 +187,19 @@ def check_data(model, data) -> None:
         )
 
 
-def check_share(model, data, rank: int, world_size: int) -> None:
-    """Read and check this rank's share of the structures (non-finite labels fail here)."""
+def check_share(model, data, rank: int, world_size: int, train_config=None) -> None:
+    """Read and check this rank's share of the structures (non-finite labels fail here).
+
+    With the band-energy loss on (``train_config.band_weight > 0``) each structure's band
+    target is built too, so an overlap that is not positive definite stops every rank
+    before training instead of one rank in the middle of it.
+    """
+    bands = train_config is not None and train_config.band_weight > 0
     for name in data.train_names[rank::world_size] + data.val_names[rank::world_size]:
-        data.graph(name, model.cutoff, model.elements, model.basis)
+        graph = data.graph(name, model.cutoff, model.elements, model.basis)
+        if bands:
+            tc = train_config
+            data.band(name, graph, tc.band_kpoints, tc.band_window, tc.band_virtual)
 
 
 # ---------------------------------------------------------------------- process state
@@ -330,7 +339,7 @@ def _train(args, config, dist) -> int:
                             config.data.cache)
         model = build_model(config, data, blob)
         check_data(model, data)
-        check_share(model, data, dist.rank, dist.world_size)
+        check_share(model, data, dist.rank, dist.world_size, config.train)
         return data, model
 
     data, model = collective(dist, prepare)

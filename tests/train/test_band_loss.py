@@ -123,3 +123,34 @@ def test_band_loss_drops_when_overfitting_one_structure(which, records, crystal)
         pred = model(graph.to(dtype=torch.float64))
     loss, _, count = band_error_sum(pred, [target], "mse", [(0, len(pred))])
     assert float(loss) / count < before / 20
+
+
+def test_ehpc_train_reports_the_band_error_of_its_model(tmp_path, config_file, records):
+    """Adam steps with the band term, and ``val_band_mae_meV`` is the exported model's."""
+    from ehpc.cli import train as cli
+    from ehpc.io.results import gamma_matrix
+
+    from .conftest import SPLITS, read_rows
+
+    out = tmp_path / "run"
+    assert cli.main(["--config", str(config_file), "--out-dir", str(out), "--set",
+                     "train.epochs=2", "--set", "train.band_weight=0.5", "--set",
+                     "train.band_virtual=2", "--set", "train.export=last"]) == 0
+    row = read_rows(out / "metrics.jsonl", "epoch")[-1]
+    assert row["train_band_loss"] > 0
+    model = HamiltonianModel.load(out / "model.pt")
+    errors = []
+    for name in SPLITS["val"]:
+        record = records[name]
+        graph = record_to_graph(record, model.cutoff, model.elements, model.basis)
+        with torch.no_grad():
+            pred = model(graph.to(dtype=model.dtype)).double().numpy()
+        nao = BASIS.nao_per_atom(record.numbers)
+        s = gamma_matrix(record.atom_pairs, record.overlap, nao).toarray()
+        e_ml = scipy.linalg.eigh(gamma_matrix(graph.pairs, pred, nao).toarray(), s,
+                                 eigvals_only=True)
+        e_dft = scipy.linalg.eigh(gamma_matrix(graph.pairs, graph.target.numpy(), nao)
+                                  .toarray(), s, eigvals_only=True)
+        n_levels = int(record.attrs["n_electrons"]) // 2 + 2
+        errors.extend(np.abs(e_ml - e_dft)[:n_levels])
+    assert row["val_band_mae_meV"] == pytest.approx(1000 * np.mean(errors), rel=1e-6)
