@@ -344,6 +344,8 @@ class Trainer:
             return value
 
         self.optimizer.step(closure)
+        if self.ema is not None:
+            self.ema.update(self.module)
         sums = first[0]
         value = self.loss.combine(*(float(v) for v in sums[[0, 1, 2, 4]]))
         if not math.isfinite(value):
