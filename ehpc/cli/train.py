@@ -37,7 +37,8 @@ USAGE_ERROR = 2
 SIGNAL_BASE = 128
 
 #: keys that may differ from the checkpoint's when resuming (``section.*``: all of a section)
-RESUMABLE = ("train.epochs", "train.max_minutes", "train.patience", "train.eval_every", "train.checkpoint_every",
+RESUMABLE = ("train.epochs", "train.max_minutes", "train.patience", "train.eval_every",
+             "train.checkpoint_every",
              "train.export", "train.device", "data.path", "data.cache", "out_dir", "log.*")
 
 log = logging.getLogger("ehpc.train")

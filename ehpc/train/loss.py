@@ -65,7 +65,7 @@ class BandTarget:
     Attributes:
         name: structure name.
         n_orbitals: orbitals of the structure (size of H(k)).
-        index: flat position ``row * n + col`` of each of the structure's graph entries.  # [n_entries]
+        index: dense position ``row * n + col`` of each graph entry.  # [n_entries]
         cos: ``cos(2π k·R)`` per k-point and entry.          # [n_k, n_entries]
         sin: ``sin(2π k·R)`` per k-point and entry (None at Γ only).  # [n_k, n_entries]
         l_inv: inverse Cholesky factor of S(k).              # [n_k, n, n]
