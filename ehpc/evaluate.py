@@ -95,14 +95,22 @@ def compare(model, record: HamiltonianRecord, predicted: np.ndarray | None = Non
 
 
 def summarise(errors: list[StructureErrors]) -> dict:
-    """Dataset-level metrics from per-structure errors (entry-weighted MAE)."""
-    n = sum(e.n_entries for e in errors)
-    mae = sum(e.abs_error_sum for e in errors) / max(n, 1)
-    n_eig = sum(e.n_eig for e in errors)
-    eig = sum(e.eig_abs_error_sum for e in errors) / max(n_eig, 1)
+    """Dataset-level metrics from per-structure errors (entry-weighted MAE).
+
+    The sums are reduced by ``ehpc.train.metrics.ErrorSums``, the reducer training and
+    validation use, so ``h_mae_eV`` here and ``val_mae_eV`` there are the same number.
+    """
+    from .train.metrics import ErrorSums
+
+    sums = ErrorSums()
+    for e in errors:
+        sums.add(abs=e.abs_error_sum, entries=e.n_entries, structures=1,
+                 band_abs=e.eig_abs_error_sum, band_count=e.n_eig)
+    matrix = sums.matrix()
+    mae, eig = matrix["mae_eV"], sums.eigenvalue_mae()
     return {
-        "n_structures": len(errors),
-        "n_entries": n,
+        "n_structures": matrix["n_structures"],
+        "n_entries": matrix["n_entries"],
         "h_mae_eV": mae,
         "h_mae_meV": mae * EV_TO_MEV,
         "h_mae_uHa": mae * EV_TO_MICROHARTREE,

@@ -37,7 +37,8 @@ USAGE_ERROR = 2
 SIGNAL_BASE = 128
 
 #: keys that may differ from the checkpoint's when resuming (``section.*``: all of a section)
-RESUMABLE = ("train.epochs", "train.patience", "train.eval_every", "train.checkpoint_every",
+RESUMABLE = ("train.epochs", "train.max_minutes", "train.patience", "train.eval_every",
+             "train.checkpoint_every",
              "train.export", "train.device", "data.path", "data.cache", "out_dir", "log.*")
 
 log = logging.getLogger("ehpc.train")
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out-dir from its last.pt")
     parser.add_argument("--out-dir", type=Path, help="run folder (default: the config's out_dir)")
+    parser.add_argument("--max-minutes", type=float, metavar="M",
+                        help="wall-time budget: stop cleanly (last.pt, model.pt) before an "
+                        "epoch would pass M minutes (sets train.max_minutes)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config with every key's meaning, then exit")
     return parser
@@ -83,6 +87,8 @@ def resolve_config(args: argparse.Namespace):
     overrides = list(args.overrides)
     if args.out_dir is not None:
         overrides.append(f"out_dir={json.dumps(str(args.out_dir))}")
+    if args.max_minutes is not None:
+        overrides.append(f"train.max_minutes={args.max_minutes!r}")
     return load_config(args.config, overrides)
 
 
@@ -98,6 +104,8 @@ def resume_config(args: argparse.Namespace, saved: dict, fresh):
     old = from_dict(saved, "checkpoint config")
     if args.config is None:
         overrides = list(args.overrides) + [f"out_dir={json.dumps(fresh.out_dir)}"]
+        if getattr(args, "max_minutes", None) is not None:
+            overrides.append(f"train.max_minutes={args.max_minutes!r}")
         new = load_config(None, overrides, base=saved)
     else:
         new = fresh
@@ -180,10 +188,19 @@ def check_data(model, data) -> None:
         )
 
 
-def check_share(model, data, rank: int, world_size: int) -> None:
-    """Read and check this rank's share of the structures (non-finite labels fail here)."""
+def check_share(model, data, rank: int, world_size: int, train_config=None) -> None:
+    """Read and check this rank's share of the structures (non-finite labels fail here).
+
+    With the band-energy loss on (``train_config.band_weight > 0``) each structure's band
+    target is built too, so an overlap that is not positive definite stops every rank
+    before training instead of one rank in the middle of it.
+    """
+    bands = train_config is not None and train_config.band_weight > 0
     for name in data.train_names[rank::world_size] + data.val_names[rank::world_size]:
-        data.graph(name, model.cutoff, model.elements, model.basis)
+        graph = data.graph(name, model.cutoff, model.elements, model.basis)
+        if bands:
+            tc = train_config
+            data.band(name, graph, tc.band_kpoints, tc.band_window, tc.band_virtual)
 
 
 # ---------------------------------------------------------------------- process state
@@ -228,7 +245,7 @@ def reproducible(seed: int, deterministic: bool):
     """Seed every generator; optionally force deterministic kernels for the duration."""
     import torch
 
-    from ..nn.fit import seed_everything
+    from ..train.loop import seed_everything
 
     seed_everything(seed)
     before = torch.are_deterministic_algorithms_enabled()
@@ -323,7 +340,7 @@ def _train(args, config, dist) -> int:
                             config.data.cache)
         model = build_model(config, data, blob)
         check_data(model, data)
-        check_share(model, data, dist.rank, dist.world_size)
+        check_share(model, data, dist.rank, dist.world_size, config.train)
         return data, model
 
     data, model = collective(dist, prepare)

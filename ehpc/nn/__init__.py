@@ -1,8 +1,10 @@
-"""The E(3)-equivariant Hamiltonian network, its data pipeline and a single-process fit loop."""
+"""The E(3)-equivariant Hamiltonian network and its data pipeline.
+
+Training lives in ``ehpc.train`` (``ehpc.nn.fit.fit`` is a single-process call of it).
+"""
 
 from .blocks import PairBlockSpec, pair_block_spec
 from .data import Graph, GraphError, build_graph, collate, record_to_graph
-from .fit import evaluate, fit
 from .model import HamiltonianModel, ModelCompatibilityError
 
 __all__ = [
@@ -13,8 +15,6 @@ __all__ = [
     "PairBlockSpec",
     "build_graph",
     "collate",
-    "evaluate",
-    "fit",
     "pair_block_spec",
     "record_to_graph",
 ]

@@ -4,7 +4,11 @@
 - ``distributed.py``: ``init_distributed()`` for torchrun, srun and mpirun;
 - ``batching.py``: per-rank batches in lockstep, exact validation shards;
 - ``data.py``: the training/validation splits, checked, as graphs;
-- ``loop.py``: the trainer (DDP, EMA, checkpoints, early stopping, metrics);
+- ``loop.py``: the one training core (DDP, EMA, checkpoints, early stopping, time
+  budget, progress line); ``ehpc.nn.fit`` calls it in one process;
+- ``loss.py``: the losses (matrix elements with their weights; band energies);
+- ``metrics.py``: the one error reducer (training, validation, ``ehpc-evaluate``);
+- ``optim.py``: Levenberg-Marquardt for small exact fits;
 - ``checkpoint.py``, ``ema.py``, ``schedule.py``, ``plot.py``: its parts.
 """
 

@@ -81,7 +81,9 @@ class TrainConfig:
         None, "cap on orbitals per rank per step; a larger structure goes alone", min=1)
     val_batch_size: int | None = _opt(None, "structures per validation batch; null: batch_size",
                                       min=1)
-    optimizer: Literal["adam", "adamw"] = _opt("adam", "optimizer")
+    optimizer: Literal["adam", "adamw", "lbfgs", "lm"] = _opt(
+        "adam", "optimizer; lbfgs and lm (Levenberg-Marquardt, mse only): one process, full "
+        "batch, for small float64 fits")
     lr: float = _opt(5.0e-3, "peak learning rate", gt=0)
     lr_min: float = _opt(1.0e-5, "floor of the decayed learning rate", min=0)
     weight_decay: float = _opt(0.0, "L2 (adam) or decoupled (adamw) weight decay", min=0)
@@ -92,6 +94,18 @@ class TrainConfig:
     plateau_patience: int = _opt(10, "evaluations without improvement before a cut", min=0)
     loss: Literal["mse", "mae"] = _opt("mse", "error of matrix elements: squared or absolute")
     diag_weight: float = _opt(1.0, "loss weight of on-site blocks relative to off-site", gt=0)
+    band_weight: float = _opt(
+        0.0, "weight of the band-energy loss (eigenvalues of the predicted H(k), S(k) against "
+        "the DFT ones, float64); 0: off", min=0)
+    band_window: float = _opt(2.0, "crystals: bands within this many eV of E_F enter the "
+                              "band loss", gt=0)
+    band_kpoints: int = _opt(4, "crystals: Γ plus points of the SCF mesh, this many in all",
+                             min=1)
+    band_virtual: int = _opt(4, "molecules: empty orbitals above the occupied ones in the "
+                             "band loss", min=0)
+    max_minutes: float | None = _opt(
+        None, "wall-time budget: stop cleanly (checkpoint, model.pt) before an epoch would "
+        "pass it; null: none", gt=0)
     grad_clip: float | None = _opt(10.0, "largest gradient norm; null: no clipping", gt=0)
     ema_decay: float | None = _opt(
         0.99, "exponential moving average of weights, used to validate and export; null: off",

@@ -1,8 +1,10 @@
-"""The training and validation structures of a dataset file, checked before training.
+"""The training and validation structures, checked before training.
 
-Opening reads only what is cheap for every structure of the two splits (atomic
-numbers, the label cutoff); the Hamiltonians are read when a structure is first
-needed, checked for non-finite entries, turned into a graph and (optionally) cached.
+:class:`TrainingData` reads a dataset file: opening reads only what is cheap for every
+structure of the two splits (atomic numbers, the label cutoff); the Hamiltonians are
+read when a structure is first needed, checked for non-finite entries, turned into a
+graph and (optionally) cached.  :class:`RecordData` holds records already in memory
+(``ehpc.nn.fit``, benchmarks).  The trainer reads both through the same methods.
 """
 
 from __future__ import annotations
@@ -14,11 +16,88 @@ import numpy as np
 
 from ..io.dataset import NUMBERS, STRUCTURES, Dataset, DatasetError
 from ..io.splits import read_splits
+from ..io.dataset import HamiltonianRecord
 from ..nn.data import Graph, record_to_graph
 from .config import suggest
+from .loss import BandTarget, band_target
 
 
-class TrainingData:
+class Structures:
+    """What the trainer reads: names of the two splits, sizes, graphs and band targets.
+
+    Subclasses set ``train_names``, ``val_names``, ``numbers``, ``basis``, ``cache`` and
+    implement :meth:`record`.
+    """
+
+    train_names: list[str]
+    val_names: list[str]
+    numbers: dict[str, np.ndarray]
+    cache: bool = True
+
+    def record(self, name: str) -> HamiltonianRecord:
+        raise NotImplementedError
+
+    def orbitals(self, names: list[str]) -> np.ndarray:
+        """Orbitals of each named structure in the dataset's basis."""
+        return np.array([int(self.basis.nao_per_atom(self.numbers[n]).sum()) for n in names],
+                        dtype=np.int64)
+
+    def elements(self) -> list[int]:
+        """Atomic numbers present in the training and validation splits."""
+        return sorted({int(z) for n in self.numbers.values() for z in np.unique(n)})
+
+    def graph(self, name: str, cutoff: float, elements, basis) -> Graph:
+        """The training graph of structure ``name``."""
+        cached = self._graphs.get(name)
+        if cached is not None:
+            return cached
+        graph = record_to_graph(self.record(name), cutoff, elements, basis)
+        if self.cache:
+            self._graphs[name] = graph
+        return graph
+
+    def band(self, name: str, graph: Graph, n_kpoints: int, window: float,
+             n_virtual: int) -> BandTarget:
+        """The band-energy target of structure ``name`` (``graph``: its training graph)."""
+        cached = self._bands.get(name)
+        if cached is not None:
+            return cached
+        target = band_target(self.record(name), graph, self.basis, n_kpoints, window,
+                             n_virtual)
+        if self.cache:
+            self._bands[name] = target
+        return target
+
+
+class RecordData(Structures):
+    """Records in memory as the trainer's structures (names made unique per split).
+
+    Args:
+        basis: their basis.
+        train: labelled structures to fit.
+        val: labelled structures to monitor.
+    """
+
+    def __init__(self, basis, train: list[HamiltonianRecord], val: list[HamiltonianRecord] = ()):
+        self.basis = basis
+        self._records = {f"train/{k}/{r.name}": r for k, r in enumerate(train)}
+        self.train_names = list(self._records)
+        val_records = {f"val/{k}/{r.name}": r for k, r in enumerate(val)}
+        self.val_names = list(val_records)
+        self._records.update(val_records)
+        self.numbers = {n: np.asarray(r.numbers, dtype=np.int64) for n, r in self._records.items()}
+        self._graphs: dict[str, Graph] = {}
+        self._bands: dict[str, BandTarget] = {}
+
+    def record(self, name: str) -> HamiltonianRecord:
+        return self._records[name]
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self._bands.clear()
+
+
+class TrainingData(Structures):
     """Names, sizes and graphs of a dataset's training and validation splits.
 
     Args:
@@ -49,6 +128,7 @@ class TrainingData:
         self.numbers, self.label_cutoffs = self._read_cheap(self.train_names + self.val_names)
         self.cache = cache
         self._graphs: dict[str, Graph] = {}
+        self._bands: dict[str, BandTarget] = {}
 
     @property
     def basis(self):
@@ -79,15 +159,6 @@ class TrainingData:
                     cutoffs[name] = float(group[name].attrs["cutoff"])
         return numbers, cutoffs
 
-    def elements(self) -> list[int]:
-        """Atomic numbers present in the training and validation splits."""
-        return sorted({int(z) for n in self.numbers.values() for z in np.unique(n)})
-
-    def orbitals(self, names: list[str]) -> np.ndarray:
-        """Orbitals of each named structure in the dataset's basis."""
-        return np.array([int(self.basis.nao_per_atom(self.numbers[n]).sum()) for n in names],
-                        dtype=np.int64)
-
     def min_label_cutoff(self) -> tuple[float, str] | None:
         """The smallest pair cutoff the labels were made with, and its structure."""
         if not self.label_cutoffs:
@@ -95,11 +166,8 @@ class TrainingData:
         name = min(self.label_cutoffs, key=self.label_cutoffs.get)
         return self.label_cutoffs[name], name
 
-    def graph(self, name: str, cutoff: float, elements, basis) -> Graph:
-        """The training graph of structure ``name`` (labels checked to be finite)."""
-        cached = self._graphs.get(name)
-        if cached is not None:
-            return cached
+    def record(self, name: str) -> HamiltonianRecord:
+        """Structure ``name`` read from the file (labels checked to be finite)."""
         record = self.dataset[name]
         if record.hamiltonian is None:
             raise DatasetError(f"{self.path}: structure {name!r} has no Hamiltonian to train on")
@@ -113,11 +181,9 @@ class TrainingData:
                 f"entries (first in block i={i}, j={j}, R=[{rx}, {ry}, {rz}]); relabel it or "
                 "leave it out of the splits"
             )
-        graph = record_to_graph(record, cutoff, elements, basis)
-        if self.cache:
-            self._graphs[name] = graph
-        return graph
+        return record
 
     def close(self) -> None:
         self.dataset.close()
         self._graphs.clear()
+        self._bands.clear()

@@ -29,7 +29,9 @@ from ehpc.train.checkpoint import (
     set_rng_state,
 )
 
-from .conftest import TINY, read_rows, train_env
+from ehpc.train.batching import epoch_order
+
+from .conftest import BASIS, SPLITS, TINY, read_rows, train_env
 
 EPOCHS = 20  # long enough that the kill lands mid-run, short enough for a test
 RUN = ["--set", f"train.epochs={EPOCHS}", "--set", "train.batch_size=1",
@@ -120,7 +122,18 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(tmp_path, reference):
     assert_same_run(reference_run, out)
 
 
-def test_sigterm_saves_and_stops_then_resumes_exactly(tmp_path, reference, capsys):
+def entries_within(record, cutoff: float) -> int:
+    """Matrix elements of the record's on-site blocks and pairs closer than ``cutoff`` Å."""
+    nao = BASIS.nao_per_atom(record.numbers)
+    pairs = record.atom_pairs
+    vectors = (record.positions[pairs[:, 4]] + pairs[:, :3] @ record.cell
+               - record.positions[pairs[:, 3]])
+    onsite = (pairs[:, 3] == pairs[:, 4]) & ~pairs[:, :3].any(axis=1)
+    keep = onsite | (np.linalg.norm(vectors, axis=1) < cutoff)
+    return int((nao[pairs[keep, 3]] * nao[pairs[keep, 4]]).sum())
+
+
+def test_sigterm_saves_and_stops_then_resumes_exactly(tmp_path, reference, records, capsys):
     config, reference_run = reference
     out = tmp_path / "run"
 
@@ -140,8 +153,15 @@ def test_sigterm_saves_and_stops_then_resumes_exactly(tmp_path, reference, capsy
     assert "stopped by SIGTERM" in err and "--resume" in err
     progress = load_checkpoint(out / LAST)["progress"]
     assert 1 <= progress["epoch"] < EPOCHS
-    # usually mid-epoch: the position in the epoch and its partial sums are saved too
-    assert progress["batch"] > 0 or progress["weight_sum"] == 0.0
+    # usually mid-epoch: the position in the epoch and its partial sums are saved too.
+    # Batch size 1 and on-site weight 1: the weight so far is the number of matrix
+    # elements of the structures this epoch has taken, in the order of (seed, epoch)
+    train = SPLITS["train"]
+    order = epoch_order(len(train), TINY["train"]["seed"], progress["epoch"])
+    taken = [records[train[i]] for i in order[: progress["batch"]]]
+    cutoff = TINY["model"]["cutoff"]
+    assert progress["weight_sum"] == sum(entries_within(r, cutoff) for r in taken)
+    assert (progress["loss_sum"] > 0) == (progress["batch"] > 0)
 
     assert cli.main(args(config, out, "--resume")) == 0
     assert_same_run(reference_run, out)
