@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ehpc.infer.overlap import INTEGRAL_TOLERANCE
+
 STAGES = ("partition", "halo", "predict", "overlap", "assemble", "fermi", "solve", "write")
 ATOMS_PER_CUBIC_CELL = 8
 LATTICE_CONSTANT = 5.43  # Å, silicon
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="message-passing layers of the default model")
     parser.add_argument("--nev", type=int, default=20)
     parser.add_argument("--chunk-atoms", type=int, default=2000)
-    parser.add_argument("--overlap-tol", type=float, default=1e-10)
+    parser.add_argument("--overlap-tol", type=float, default=INTEGRAL_TOLERANCE)
     parser.add_argument("--rattle", type=float, default=0.05)
     parser.add_argument("--json", type=Path, default=Path("bench/results/bench_infer.json"))
     parser.add_argument("--timeout", type=float, default=24 * 3600, help="seconds per run")
