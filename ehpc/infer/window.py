@@ -91,10 +91,15 @@ class NearFermi:
 
 @dataclass(frozen=True)
 class _Miss:
-    """The window does not settle E_F: it lacks states ``up`` (True) or down, ``states`` away."""
+    """The window does not settle E_F: it lacks states ``up`` (True) or down, ``states`` away.
+
+    ``placement`` is set when HOMO and LUMO are inside and only the edges of the
+    degenerate level or of the nev states nearest E_F might lie outside.
+    """
 
     up: bool
     states: int
+    placement: tuple | None = None
 
 
 def initial_shift(hamiltonian, overlap, n_occupied: int) -> float:
@@ -219,6 +224,8 @@ class _Search:
             found = self._place(window)
             if not isinstance(found, _Miss):
                 return window, found
+            if self.k >= self.max_window and found.placement is not None:
+                return window, found.placement  # as complete as a window on this factor gets
             if found.states > self.k or self.k >= self.max_window:
                 return found
             self.k = min(self.max_window, 2 * self.k)
@@ -237,25 +244,25 @@ class _Search:
                 a -= 1
             while b < len(values) - 1 and values[b + 1] - values[b] <= self.tol:
                 b += 1
-            if a == 0 and first > 0:  # the level may go on below the window
-                return _Miss(up=False, states=1)
-            if b == len(values) - 1 and last < self.n - 1:
-                return _Miss(up=True, states=1)
             level = float(values[a:b + 1].mean())
             placement = (level, level, level, b - a + 1, lumo_at - first - a)
+            if a == 0 and first > 0:  # the level may go on below the window
+                return _Miss(up=False, states=1, placement=placement)
+            if b == len(values) - 1 and last < self.n - 1:
+                return _Miss(up=True, states=1, placement=placement)
         else:
             homo, lumo = float(values[a]), float(values[b])
             placement = (0.5 * (homo + lumo), homo, lumo, 0, 0)
-        return self._nearest_complete(window, placement[0]) or placement
+        return self._nearest_complete(window, placement) or placement
 
-    def _nearest_complete(self, window: Window, energy: float) -> _Miss | None:
-        """A miss if a state outside the window could be among the nev nearest ``energy``."""
-        values = window.values
+    def _nearest_complete(self, window: Window, placement: tuple) -> _Miss | None:
+        """A miss if a state outside the window could be among the nev nearest E_F."""
+        values, energy = window.values, placement[0]
         reach = np.sort(np.abs(values - energy))[min(self.nev, len(values)) - 1]
         if window.first > 0 and reach > energy - values[0]:
-            return _Miss(up=False, states=1)
+            return _Miss(up=False, states=1, placement=placement)
         if window.last < self.n - 1 and reach > values[-1] - energy:
-            return _Miss(up=True, states=1)
+            return _Miss(up=True, states=1, placement=placement)
         return None
 
     def next_shift(self, miss: _Miss) -> float:

@@ -156,14 +156,20 @@ def _lone_si(periodic: bool):
 @pytest.mark.parametrize("periodic", [True, False], ids=["crystal", "atom"])
 @pytest.mark.parametrize("nev", [1, 4])
 def test_single_si_partly_filled_p_level(periodic, nev):
-    """s² p²: two of the three degenerate p states' worth of electrons (one state filled)."""
+    """s² p²: 2 states filled of 4; the untrained model may put s below or above the p level."""
     result, dense = _run(_lone_si(periodic), nev)
     fermi = result.fermi
     assert result.n_occupied == 2 and dense[2] - dense[1] < 1e-9  # dense: HOMO = LUMO
     assert not fermi.gap_found and fermi.gap == 0.0
     assert abs(fermi.homo - dense[1]) <= TOL and fermi.lumo == fermi.homo
     assert abs(result.fermi_level - dense[1]) <= TOL and np.isfinite(fermi.lumo)
-    assert (fermi.level_states, fermi.level_filled) == (3, 1)
+    assert (fermi.level_states, fermi.level_filled) == (3, _filled(dense, 2))
+
+
+def _filled(dense: np.ndarray, n_occupied: int) -> int:
+    """Occupied members of the (dense) level that holds state n_occupied."""
+    level = np.abs(dense - dense[n_occupied - 1]) < 1e-9
+    return int(np.count_nonzero(level[:n_occupied]))
 
 
 def test_crystal_far_first_shift_and_two_factorisations_by_default():
@@ -251,8 +257,8 @@ def test_cli_window_path_matches_dense_at_every_rank_count(crystal_runs):
     dense = _dense(0.5 * (h + h.T), 0.5 * (s + s.T))
     n = first.attrs["n_occupied"]
     for ranks, (run, res) in crystal_runs.items():
-        assert res.attrs["fermi_method"] == "window"
-        assert res.attrs["factorizations"] <= 2, ranks
+        assert res.fermi_method == "window" and res.gap_found
+        assert res.factorizations <= 2, ranks
         assert abs(res.homo - dense[n - 1]) <= TOL and abs(res.lumo - dense[n]) <= TOL, ranks
         assert abs(res.gap - (dense[n] - dense[n - 1])) <= 2 * TOL
         assert abs(res.fermi_level - first.fermi_level) <= TOL
@@ -283,3 +289,22 @@ def test_ranks_reading_different_structures_stop_before_heavy_work(si_model_path
     assert len(lines) == 1 and "rank(s) 1 read a different structure" in lines[0], run.stderr
     assert "predict" not in run.stdout
     assert not (tmp_path / "never.h5").exists()
+
+
+@pytest.mark.mpi
+def test_cli_lone_atom_shows_partly_filled_level(si_model_path, tmp_path):
+    """A non-periodic Si atom, nev 1: HOMO = LUMO (no NaN), gap 0, occupancy printed."""
+    from ehpc.io.results import read_results
+
+    structure = write_traj(_lone_si(periodic=False), tmp_path / "si1.traj")
+    out = tmp_path / "si1.h5"
+    run = check(mpirun(1, "ehpc-infer", "--model", si_model_path, "--structure", structure,
+                       "--nev", 1, "--out", out))
+    res = read_results(out)
+    dense = _dense(res.hamiltonian().toarray(), res.overlap().toarray())
+    assert abs(res.homo - dense[1]) <= TOL and res.lumo == res.homo and res.gap == 0.0
+    assert abs(res.fermi_level - dense[1]) <= TOL
+    filled = _filled(dense, 2)
+    assert not res.gap_found and res.occupancy == (filled, 3)
+    assert f"gap = 0: a degenerate level of 3 states holds {filled} of them filled " \
+        "(gap_found=False)" in run.stdout
