@@ -41,6 +41,10 @@ METHODS = ("window", "bisection")
 #: and a wider window is likelier to hold both HOMO and LUMO
 MIN_WINDOW = 16
 
+#: states solved for at a shift whose count shows the window cannot reach the HOMO: only
+#: the local density of states is wanted there
+PROBE_STATES = MIN_WINDOW
+
 #: widest window solved on one factor before the shift is moved instead
 MAX_WINDOW = 512
 
@@ -182,9 +186,11 @@ class _Search:
         self.n = hamiltonian.getSize()[0]
         self.n_occupied, self.nev, self.tol = n_occupied, nev, tol
         self.eigenvectors, self.log = eigenvectors, log
-        self.k = min(self.n, max(nev, MIN_WINDOW))
+        # beyond nev, a margin so that the nev nearest E_F (not σ) are usually inside
+        self.k = min(self.n, max(nev + max(4, nev // 2), MIN_WINDOW))
         self.max_window = min(self.n, max(MAX_WINDOW, 4 * nev))
         self.shifts: list[float] = []
+        self.points: list[tuple[float, float]] = []  # (energy, states below it) known exactly
         self.bracket = (-np.inf, np.inf)
         self.factorizations = 0
         self.window: Window | None = None
@@ -216,19 +222,27 @@ class _Search:
             shifted.destroy()
 
     def _widen(self, shifted: ShiftInvert, below: int):
+        self.points.append((shifted.sigma, float(below)))
+        far = abs(below - self.n_occupied) > self.k  # out of reach of this factor's windows
         while True:
+            k = min(self.k, PROBE_STATES) if far else self.k
             self.log(f"     fermi: {below} states below σ (need {self.n_occupied}); solving "
-                     f"for the {self.k} states nearest σ ...")
-            window = shifted.window(self.k, below)
+                     f"for the {k} states nearest σ ...")
+            window = shifted.window(k, below)
             self.window = window
+            # just below its lowest state there are `first` states, just above its highest last + 1
+            self.points += [(float(window.values[0]), window.first + 0.5),
+                            (float(window.values[-1]), window.last + 0.5)]
             found = self._place(window)
+            if far and isinstance(found, _Miss):
+                return found
             if not isinstance(found, _Miss):
                 return window, found
             if self.k >= self.max_window and found.placement is not None:
                 return window, found.placement  # as complete as a window on this factor gets
             if found.states > self.k or self.k >= self.max_window:
                 return found
-            self.k = min(self.max_window, 2 * self.k)
+            self.k = min(self.max_window, self.k + 2 * self._missing(window, found))
 
     def _place(self, window: Window):
         """HOMO/LUMO/E_F from the window, or how far the window is from them."""
@@ -256,38 +270,49 @@ class _Search:
         return self._nearest_complete(window, placement) or placement
 
     def _nearest_complete(self, window: Window, placement: tuple) -> _Miss | None:
-        """A miss if a state outside the window could be among the nev nearest E_F."""
+        """A miss if a state outside the window could be among the nev nearest E_F;
+        ``states`` then estimates how many more it needs on that side."""
         values, energy = window.values, placement[0]
         reach = np.sort(np.abs(values - energy))[min(self.nev, len(values)) - 1]
+        density = (len(values) - 1) / max(float(values[-1] - values[0]), self.tol)  # per eV
         if window.first > 0 and reach > energy - values[0]:
-            return _Miss(up=False, states=1, placement=placement)
+            short = reach - (energy - values[0])
+            return _Miss(up=False, states=1 + int(short * density), placement=placement)
         if window.last < self.n - 1 and reach > values[-1] - energy:
-            return _Miss(up=True, states=1, placement=placement)
+            short = reach - (values[-1] - energy)
+            return _Miss(up=True, states=1 + int(short * density), placement=placement)
         return None
 
+    def _missing(self, window: Window, miss: _Miss) -> int:
+        """States to add on the short side (the window grows on both sides of σ)."""
+        return max(miss.states, len(window.values) // 4, 2)
+
     def next_shift(self, miss: _Miss) -> float:
-        """Move σ by the missing states over the window's local density of states,
-        inside the bracket that the windows so far have established."""
-        window = self.window
-        values = window.values
-        lower, upper = self.bracket
-        if miss.up:
-            lower = max(lower, float(values[-1]))
-        else:
-            upper = min(upper, float(values[0]))
-        self.bracket = (lower, upper)
+        """Next σ where the staircase N(E) of states below E reaches ``n_occupied``.
+
+        Every factorisation gives exact points of N(E): (σ, count) and the window's two
+        edges.  Between the nearest points on either side of the target N is interpolated
+        linearly (regula falsi on the staircase); with points on one side only, it is
+        extrapolated with the last window's local density of states.
+        """
+        target = float(self.n_occupied)  # N(E) inside the gap above state n_occupied
+        under = [p for p in self.points if p[1] < target]
+        over = [p for p in self.points if p[1] > target]
+        low = max(under, key=lambda p: (p[1], p[0]), default=None)
+        high = min(over, key=lambda p: (p[1], -p[0]), default=None)
+        self.bracket = (low[0] if low else -np.inf, high[0] if high else np.inf)
+        if low and high and high[0] > low[0]:
+            fraction = (target - low[1]) / (high[1] - low[1])
+            return float(low[0] + fraction * (high[0] - low[0]))
+        values = self.window.values
         spread = float(values[-1] - values[0])
-        target = self.n_occupied - 0.5  # fractional index of the gap
-        if len(values) > 1 and spread > self.tol:
+        anchor = high if not miss.up and high else low if miss.up and low else None
+        if len(values) > 1 and spread > self.tol and anchor is not None:
             density = (len(values) - 1) / spread  # states per eV
-            edge, index = (values[-1], window.last) if miss.up else (values[0], window.first)
-            sigma = float(edge + (target - index) / density)
-        else:  # no density to go by: step by the distance moved so far, at least 1 eV
-            step = max(1.0, abs(self.shifts[-1] - self.shifts[0]))
-            sigma = window.sigma + (step if miss.up else -step)
-        if not lower < sigma < upper:
-            sigma = 0.5 * (lower + upper) if np.isfinite(lower + upper) else sigma
-        return sigma
+            return float(anchor[0] + (target - anchor[1]) / density)
+        # no density to go by: step by the distance moved so far, at least 1 eV
+        step = max(1.0, abs(self.shifts[-1] - self.shifts[0]))
+        return self.window.sigma + (step if miss.up else -step)
 
     def bisect(self, guess, method: str) -> tuple[NearFermi, Eigenstates]:
         """Inertia bisection to a σ inside the gap (or on the level), then one window there."""

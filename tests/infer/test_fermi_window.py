@@ -126,6 +126,17 @@ def test_bisection_method_agrees_and_counts_its_factorisations():
     assert abs(fermi.homo - dense[29]) <= TOL and abs(fermi.lumo - dense[30]) <= TOL
 
 
+def test_fallback_to_bisection_after_too_many_shifts(monkeypatch):
+    from ehpc.infer import window
+
+    monkeypatch.setattr(window, "MAX_SHIFTS", 1)
+    h, s = _pencil(_gapped_levels())
+    dense = _dense(h, s)
+    fermi, _, logged = _near_fermi(h, s, 30, 2, sigma0=-400.0)
+    assert fermi.method == "window+bisection" and fermi.factorizations == logged
+    assert abs(fermi.homo - dense[29]) <= TOL and abs(fermi.lumo - dense[30]) <= TOL
+
+
 # --------------------------------------------------------------------- real H and S, one rank
 
 
