@@ -284,8 +284,11 @@ class _Search:
         return None
 
     def _missing(self, window: Window, miss: _Miss) -> int:
-        """States to add on the short side (the window grows on both sides of σ)."""
-        return max(miss.states, len(window.values) // 4, 2)
+        """States to add on the short side (the window grows on both sides of σ), in one
+        step: a re-solve costs about as much as the first, so none should be wasted."""
+        # HOMO/LUMO still outside: beyond them, half the nev nearest E_F lie further out
+        margin = 0 if miss.placement is not None else self.nev // 2 + 1
+        return max(miss.states + margin, len(window.values) // 4, 2)
 
     def next_shift(self, miss: _Miss) -> float:
         """Next σ where the staircase N(E) of states below E reaches ``n_occupied``.
