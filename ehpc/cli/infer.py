@@ -218,25 +218,24 @@ def summary(fermi) -> list[str]:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from ..infer.fermi import FermiError
     from ..infer.overlap import IntegralError
-    from ..infer.pipeline import StructureMismatch
+    from ..infer.pipeline import InputRefused, StructureMismatch
     from ..infer.solve import SolveError
     from . import user_errors
 
-    return (*user_errors(), FermiError, IntegralError, SolveError, StructureMismatch)
+    return (*user_errors(), FermiError, IntegralError, SolveError, StructureMismatch,
+            InputRefused)
 
 
 def _abort(err: BaseException) -> int:
     """Report ``err`` as this rank's and end the whole MPI job."""
     from mpi4py import MPI
 
-    from ..infer.pipeline import StructureMismatch
-
     world = MPI.COMM_WORLD
-    if isinstance(err, StructureMismatch):  # every rank raised it: no one waits, one line
+    user_error = isinstance(err, _user_errors())
+    if getattr(err, "collective", False):  # every rank raised it: no one waits, one line
         if world.Get_rank() == 0:
             print(f"{PROG}: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
-        return USAGE_ERROR
-    user_error = isinstance(err, _user_errors())
+        return USAGE_ERROR if user_error else FAILURE
     if not user_error:
         traceback.print_exc(file=sys.stderr)
     message = " ".join(str(err).split()) or type(err).__name__

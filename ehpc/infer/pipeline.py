@@ -132,6 +132,31 @@ def structure_hash(atoms: Atoms, charge: int = 0) -> str:
 class StructureMismatch(ValueError):
     """Ranks read different structures; raised on every rank alike."""
 
+    collective = True
+
+
+class InputRefused(ValueError):
+    """Another rank refused the input (its own message is printed by rank 0's peer)."""
+
+
+def on_every_rank(mpi, check):
+    """Run ``check()`` on every rank; if it fails on any, raise on all, marked ``collective``.
+
+    A collective error needs no ``MPI_Abort``: no rank is left waiting, so rank 0 alone
+    reports it in one line and every rank exits with the same status.
+    """
+    try:
+        value, error = check(), None
+    except Exception as err:  # noqa: BLE001 - re-raised below, on every rank
+        value, error = None, err
+    failed = mpi.allgather(error is not None)
+    if any(failed):
+        if error is None:
+            error = InputRefused(f"rank {failed.index(True)} refused the input")
+        error.collective = True
+        raise error
+    return value
+
 
 def check_same_structure(atoms: Atoms, charge: int, mpi, name: str) -> None:
     """Raise :class:`StructureMismatch` on every rank unless all ranks hold the same structure."""
@@ -173,7 +198,8 @@ def run_inference(
     name = str(atoms.info.get("name", atoms.get_chemical_formula()))
     basis = model.basis
     check_same_structure(atoms, options.charge, mpi, name)  # before any heavy work
-    n_occupied = check_inputs(atoms, model, name, options.charge, options.nev)
+    n_occupied = on_every_rank(
+        mpi, lambda: check_inputs(atoms, model, name, options.charge, options.nev))
     n_electrons = 2 * n_occupied
     numbers = np.asarray(atoms.numbers)
     positions = np.asarray(atoms.positions, dtype=np.float64)

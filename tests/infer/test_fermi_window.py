@@ -319,3 +319,13 @@ def test_cli_lone_atom_shows_partly_filled_level(si_model_path, tmp_path):
     assert not res.gap_found and res.occupancy == (filled, 3)
     assert f"gap = 0: a degenerate level of 3 states holds {filled} of them filled " \
         "(gap_found=False)" in run.stdout
+
+
+@pytest.mark.mpi
+def test_cli_nev_above_orbital_count_one_line_before_predict(si_model_path, tmp_path):
+    run = mpirun(2, "ehpc-infer", "--model", si_model_path, "--supercell",
+                 "Si:diamond:5.43:1x1x1", "--nev", 33, "--out", tmp_path / "never.h5")
+    lines = [x for x in run.stderr.splitlines() if x.startswith("ehpc-infer")]
+    assert run.returncode != 0 and len(lines) == 1, run.stderr
+    assert "--nev 33" in lines[0] and "32 orbitals" in lines[0]
+    assert "predict" not in run.stdout and not (tmp_path / "never.h5").exists()
