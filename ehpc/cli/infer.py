@@ -234,7 +234,8 @@ def _abort(err: BaseException) -> int:
     user_error = isinstance(err, _user_errors())
     if getattr(err, "collective", False):  # every rank raised it: no one waits, one line
         if world.Get_rank() == 0:
-            print(f"{PROG}: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+            message = " ".join(str(err).split())
+            print(f"{PROG}: rank 0: {message}", file=sys.stderr, flush=True)
         return USAGE_ERROR if user_error else FAILURE
     if not user_error:
         traceback.print_exc(file=sys.stderr)
