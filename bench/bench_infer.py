@@ -12,6 +12,10 @@ Examples:
     python bench/bench_infer.py --sizes 5 6 8 10 13 --ranks 1 2 --model model.pt
     python bench/bench_infer.py --sizes 5 --ranks 2 -- -st_mat_mumps_icntl_14 80
     python bench/bench_infer.py --material graphene --sizes 23 50 --ranks 1 2
+    python bench/bench_infer.py --sizes 2 3 --ranks 1 --fermi-methods window bisection
+
+With several ``--fermi-methods`` every structure is run once per method in the same
+sweep, and a side-by-side line compares their factorisations and E_F-stage seconds.
 
 Without ``--model`` a small untrained float64 model (gth-szv Si or C) is built: costs depend
 on the architecture and cutoff, not on the weights.
@@ -28,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ehpc.infer.overlap import INTEGRAL_TOLERANCE
 
 STAGES = ("partition", "halo", "predict", "overlap", "assemble", "fermi", "solve", "write")
 ATOMS_PER_CUBIC_CELL = 8
@@ -51,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="message-passing layers of the default model")
     parser.add_argument("--nev", type=int, default=20)
     parser.add_argument("--chunk-atoms", type=int, default=2000)
-    parser.add_argument("--overlap-tol", type=float, default=1e-10)
+    parser.add_argument("--overlap-tol", type=float, default=INTEGRAL_TOLERANCE)
     parser.add_argument("--rattle", type=float, default=0.05)
+    parser.add_argument("--fermi-methods", nargs="+", default=["window"],
+                        choices=("window", "bisection"),
+                        help="E_F paths to run on each structure (several: side by side)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/bench_infer.json"))
     parser.add_argument("--timeout", type=float, default=24 * 3600, help="seconds per run")
     parser.add_argument("--keep", action="store_true", help="keep the results files")
@@ -84,11 +93,12 @@ def graphene_file(workdir: Path, size: int) -> Path:
     return path
 
 
-def run_one(args, model: Path, size: int, n_ranks: int, workdir: Path) -> dict:
+def run_one(args, model: Path, size: int, n_ranks: int, workdir: Path,
+            method: str = "window") -> dict:
     """One ``mpirun`` of ehpc-infer; returns the record for the JSON file."""
     from ehpc.io.results import read_results
 
-    out = workdir / f"{args.material}_{size}_p{n_ranks}.h5"
+    out = workdir / f"{args.material}_{size}_p{n_ranks}_{method}.h5"
     if args.material == "si":
         source = ["--supercell", f"Si:diamond:{LATTICE_CONSTANT}:{size}x{size}x{size}"]
         n_atoms = ATOMS_PER_CUBIC_CELL * size**3
@@ -100,7 +110,7 @@ def run_one(args, model: Path, size: int, n_ranks: int, workdir: Path) -> dict:
         "--model", str(model), *source,
         "--rattle", str(args.rattle), "--nev", str(args.nev),
         "--chunk-atoms", str(args.chunk_atoms), "--overlap-tol", str(args.overlap_tol),
-        "--out", str(out), *args.petsc_options,
+        "--fermi-method", method, "--out", str(out), *args.petsc_options,
     ]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     start = time.perf_counter()
@@ -111,6 +121,7 @@ def run_one(args, model: Path, size: int, n_ranks: int, workdir: Path) -> dict:
         "n_atoms": n_atoms,
         "repeat": size,
         "n_ranks": n_ranks,
+        "fermi_method": method,
         "wall_seconds": wall,
         "returncode": proc.returncode,
         "command": cmd,
@@ -126,6 +137,9 @@ def run_one(args, model: Path, size: int, n_ranks: int, workdir: Path) -> dict:
         fermi_level=results.fermi_level,
         gap=results.gap,
         factorizations=int(results.attrs["factorizations"]),
+        fermi_shifts=[float(x) for x in results.attrs.get("fermi_shifts", [])],
+        homo=results.homo,
+        lumo=results.lumo,
         seconds={s: results.timings[s].tolist() for s in STAGES if s in results.timings},
         peak_bytes={s: results.peak_memory[s].tolist() for s in STAGES if s in results.peak_memory},
     )
@@ -145,6 +159,18 @@ def summarise(record: dict) -> str:
             f"wall, peak {peak_mib:.0f} MiB/rank; {stages or record.get('error', '')}")
 
 
+def side_by_side(records: list[dict]) -> str:
+    """One line comparing the E_F paths run on the same structure and rank count."""
+    first = records[0]
+    cells = []
+    for r in records:
+        fermi = max(r.get("seconds", {}).get("fermi", [float("nan")]))
+        cells.append(f"{r['fermi_method']}: {r.get('factorizations', '?')} LDLᵀ, "
+                     f"fermi {fermi:.2f} s, wall {r['wall_seconds']:.1f} s, "
+                     f"E_F {r.get('fermi_level', float('nan')):.6f} eV")
+    return f"{first['n_atoms']:>8d} atoms P={first['n_ranks']} | " + " | ".join(cells)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if shutil.which("mpirun") is None:
@@ -158,12 +184,17 @@ def main(argv: list[str] | None = None) -> int:
                                             ELEMENT[args.material])
         for size in args.sizes:
             for n_ranks in args.ranks:
-                record = run_one(args, model, size, n_ranks, workdir)
-                untrained = f"untrained cutoff={args.cutoff} layers={args.layers}"
-                record["model"] = str(args.model or untrained)
-                records.append(record)
-                args.json.write_text(json.dumps(records, indent=1))  # after every run: resumable
-                print(summarise(record), flush=True)
+                same = []
+                for method in args.fermi_methods:
+                    record = run_one(args, model, size, n_ranks, workdir, method)
+                    untrained = f"untrained cutoff={args.cutoff} layers={args.layers}"
+                    record["model"] = str(args.model or untrained)
+                    records.append(record)
+                    args.json.write_text(json.dumps(records, indent=1))  # resumable
+                    print(summarise(record), flush=True)
+                    same.append(record)
+                if len(same) > 1:
+                    print(side_by_side(same), flush=True)
     return 0
 
 

@@ -15,6 +15,7 @@ never leaves the other ranks waiting in a collective call.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from ..infer.fermi import FERMI_TOLERANCE, OVERLAP_EIGENVALUE_FLOOR
 from ..infer.overlap import INTEGRAL_TOLERANCE
 from ..infer.predict import DEFAULT_CHUNK_ATOMS
+from ..infer.window import METHODS
 
 PROG = "ehpc-infer"
 
@@ -60,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--overlap-floor", type=float, default=OVERLAP_EIGENVALUE_FLOOR,
         help="smallest acceptable eigenvalue of S")
     add("--fermi-tol", type=float, default=FERMI_TOLERANCE,
-        help="eV; bracket width at which a gapless Fermi search stops")
+        help="eV; levels closer than this are one degenerate level (gap 0), and a gapless "
+        "bisection stops at a bracket this narrow")
+    add("--fermi-method", choices=METHODS, default=METHODS[0],
+        help="window: factorise H - σS at a few shifts, each giving the count below σ and the "
+        "states near it (1-2 factorisations when gapped); bisection: inertia bisection first")
+    add("--fermi-guess", type=float,
+        help="eV; first shift of the window method (default: from the diagonal of H and S)")
     add("--dtype", choices=("float32", "float64"), help="model precision (default: the model's)")
     add("--device", help="torch device (default: cuda:local_rank %% n_gpus, else cpu)")
     return parser
@@ -125,18 +133,47 @@ def init_petsc(petsc_options: list[str]) -> None:
     slepc4py.init(argv)
 
 
+#: numeric options and the open interval each must lie in
+_RANGES = {
+    "nev": (0, math.inf),
+    "chunk_atoms": (0, math.inf),
+    "overlap_tol": (0.0, 1.0),  # S blocks have norm ≤ 1 for normalised functions
+    "overlap_floor": (0.0, 1.0),  # S has unit diagonal: its smallest eigenvalue is below 1
+    "fermi_tol": (0.0, math.inf),
+}
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """One line naming the option for any out-of-range or non-finite number."""
+    from . import CLIError
+
+    for key, (low, high) in _RANGES.items():
+        value = getattr(args, key)
+        if not (math.isfinite(value) and low < value < high):
+            bound = f"between {low:g} and {high:g} (exclusive)" if math.isfinite(high) else \
+                "positive"
+            raise CLIError(f"--{key.replace('_', '-')} must be {bound}, got {value}")
+    if not (math.isfinite(args.rattle) and args.rattle >= 0):
+        raise CLIError(f"--rattle must be zero or positive (Å), got {args.rattle}")
+    if args.fermi_guess is not None and not math.isfinite(args.fermi_guess):
+        raise CLIError(f"--fermi-guess must be a finite energy in eV, got {args.fermi_guess}")
+
+
 def run(args: argparse.Namespace) -> int:
+    validate_args(args)
     init_petsc(getattr(args, "petsc_options", []))
     import torch
+    from mpi4py import MPI
     from petsc4py import PETSc
 
     from ..infer.pipeline import InferenceOptions, run_inference
     from ..nn.model import HamiltonianModel
     from . import CLIError
 
-    for key in ("nev", "chunk_atoms"):
-        if getattr(args, key) < 1:
-            raise CLIError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
+    def log(line: str) -> None:  # rank 0, flushed: a log file shows what is being waited on
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            print(line, flush=True)
+
     atoms = load_structure(args)
     if not args.model.is_file():
         raise CLIError(f"--model {args.model}: file not found")
@@ -148,28 +185,45 @@ def run(args: argparse.Namespace) -> int:
         overlap_tol=args.overlap_tol,
         overlap_floor=args.overlap_floor,
         fermi_tol=args.fermi_tol,
+        fermi_method=args.fermi_method,
+        fermi_guess=args.fermi_guess,
         charge=args.charge,
         device=args.device,
         dtype=getattr(torch, args.dtype) if args.dtype else None,
     )
     size = PETSc.COMM_WORLD.getSize()
-    PETSc.Sys.Print(f"{PROG}: {atoms.info['name']}: {len(atoms)} atoms on {size} rank(s)")
-    result = run_inference(atoms, model, options, out=args.out, log=PETSc.Sys.Print)
-    states = result.states
-    PETSc.Sys.Print(
-        f"{PROG}: E_F = {result.fermi_level:.6f} eV, HOMO = {states.homo:.6f} eV, "
-        f"LUMO = {states.lumo:.6f} eV, gap = {states.gap:.6f} eV; wrote {args.out}"
-    )
+    log(f"{PROG}: {atoms.info['name']}: {len(atoms)} atoms on {size} rank(s)")
+    result = run_inference(atoms, model, options, out=args.out, log=log)
+    for line in summary(result.fermi):
+        log(f"{PROG}: {line}")
+    log(f"{PROG}: wrote {args.out}")
     return 0
+
+
+def summary(fermi) -> list[str]:
+    """E_F, HOMO, LUMO, gap and occupancy, and how E_F was found, as printed lines."""
+    if fermi.gap_found:
+        state = f"gap = {fermi.gap:.6f} eV (gap_found=True)"
+    else:
+        state = (f"gap = 0: a degenerate level of {fermi.level_states} states holds "
+                 f"{fermi.level_filled} of them filled (gap_found=False)")
+    return [
+        f"E_F = {fermi.fermi_level:.6f} eV, HOMO = {fermi.homo:.6f} eV, "
+        f"LUMO = {fermi.lumo:.6f} eV, {state}",
+        f"E_F path: {fermi.method}, {fermi.factorizations} factorisation(s) of H - σS "
+        f"(+1 of S for the overlap check), {fermi.n_occupied} occupied states",
+    ]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from ..infer.fermi import FermiError
     from ..infer.overlap import IntegralError
+    from ..infer.pipeline import InputRefused, StructureMismatch
     from ..infer.solve import SolveError
     from . import user_errors
 
-    return (*user_errors(), FermiError, IntegralError, SolveError)
+    return (*user_errors(), FermiError, IntegralError, SolveError, StructureMismatch,
+            InputRefused)
 
 
 def _abort(err: BaseException) -> int:
@@ -178,6 +232,11 @@ def _abort(err: BaseException) -> int:
 
     world = MPI.COMM_WORLD
     user_error = isinstance(err, _user_errors())
+    if getattr(err, "collective", False):  # every rank raised it: no one waits, one line
+        if world.Get_rank() == 0:
+            message = " ".join(str(err).split())
+            print(f"{PROG}: rank 0: {message}", file=sys.stderr, flush=True)
+        return USAGE_ERROR if user_error else FAILURE
     if not user_error:
         traceback.print_exc(file=sys.stderr)
     message = " ".join(str(err).split()) or type(err).__name__

@@ -2,9 +2,11 @@
 
 Stages, one module each: ``partition`` (recursive coordinate bisection), ``halo``
 (owned atoms plus periodic images within reach), ``predict`` (chunked model calls),
-``overlap`` (exact S from libcint), ``assemble`` (PETSc MPIAIJ), ``fermi`` (inertia
-bisection), ``solve`` (SLEPc shift-and-invert), ``write`` (per-rank HDF5 joined by
-virtual datasets); ``pipeline`` runs them in order.  PETSc is imported lazily, so
+``overlap`` (exact S from libcint), ``assemble`` (PETSc MPIAIJ), ``window`` (E_F, HOMO,
+LUMO and the states near them from shift-and-invert windows placed by inertia, 1-2
+factorisations when gapped), ``fermi`` (inertia counting and the bisection fallback),
+``solve`` (SLEPc shift-and-invert on one MUMPS factor, with its inertia), ``write``
+(per-rank HDF5 joined by virtual datasets); ``pipeline`` runs them in order.  PETSc is imported lazily, so
 ``petsc4py.init(argv)`` can run first with the command-line options.
 """
 

@@ -22,8 +22,11 @@ from ..basis import Basis
 from ..io.dataset import block_offsets
 from ..units import HARTREE_TO_EV, pyscf_bohr_to_angstrom
 
-#: default magnitude (Frobenius norm of a block) below which a pair's integrals are dropped
-INTEGRAL_TOLERANCE = 1.0e-12
+#: default magnitude (Frobenius norm of a block) below which a pair's integrals are dropped.
+#: The one tolerance for S at inference: ehpc-infer's --overlap-tol default and the
+#: workflow's ``infer.overlap_tol`` default in configs/schema.yaml are this value (a test
+#: holds them together).  Blocks of 1e-10 move eigenvalues by ~1e-10 of the bandwidth.
+INTEGRAL_TOLERANCE = 1.0e-10
 
 #: the dimer scan for the range of an element pair, in Å
 RANGE_SCAN_STEP = 0.01

@@ -1,13 +1,16 @@
 """The distributed inference pipeline, stage by stage, on every rank of a communicator.
 
-partition → halo → predict → overlap → assemble → fermi → solve → write
+partition → halo → predict → overlap → assemble → fermi (E_F and the states near it) → write
 
 Every rank holds the structure's positions and numbers (cheap, O(N)), the partition
 (one integer per atom) and otherwise only its own atoms, its halo and its matrix rows.
+Before any of that, the ranks compare a hash of the structure they read, so a file
+rewritten between rank starts cannot give a mixed geometry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,19 +24,17 @@ from .assemble import LocalPattern, assemble, local_pattern
 from .fermi import (
     FERMI_TOLERANCE,
     OVERLAP_EIGENVALUE_FLOOR,
-    FermiResult,
     InertiaCounter,
     check_overlap,
-    fermi_level,
     occupied_states,
-    rayleigh_bounds,
 )
 from .halo import Halo, build_halo, cluster_pairs
 from .overlap import INTEGRAL_TOLERANCE, cluster_overlap, integral_ranges
 from .partition import Partition, partition
 from .predict import DEFAULT_CHUNK_ATOMS, predict_blocks, select_device
-from .solve import Eigenstates, solve_near
+from .solve import Eigenstates, SolveError
 from .stages import StageLog
+from .window import NearFermi, near_fermi
 from .write import RankPart, write_results
 
 
@@ -47,7 +48,11 @@ class InferenceOptions:
         eigenvectors: also keep and write the eigenvectors.
         overlap_tol: overlap blocks with a smaller Frobenius norm are dropped.
         overlap_floor: smallest acceptable eigenvalue of S.
-        fermi_tol: bracket width (eV) at which a gapless Fermi search stops.
+        fermi_tol: eV; levels closer than this are one (degenerate) level, and a
+            gapless bisection stops at a bracket this narrow.
+        fermi_method: ``"window"`` (shift-and-invert windows placed by inertia) or
+            ``"bisection"`` (inertia bisection, then one window).
+        fermi_guess: first shift σ₀ in eV (None: from the diagonal of H and S).
         charge: total charge (electrons removed).
         device: torch device for the model (None: ``cuda:local_rank % n_gpus`` or cpu).
         dtype: torch dtype for the model (None: the model's own).
@@ -60,6 +65,8 @@ class InferenceOptions:
     overlap_tol: float = INTEGRAL_TOLERANCE
     overlap_floor: float = OVERLAP_EIGENVALUE_FLOOR
     fermi_tol: float = FERMI_TOLERANCE
+    fermi_method: str = "window"
+    fermi_guess: float | None = None
     charge: int = 0
     device: str | None = None
     dtype: object = None
@@ -82,18 +89,14 @@ class Inference:
     asymmetry: tuple[float, float]
     n_electrons: int
     n_occupied: int
-    fermi: FermiResult | None = None
+    fermi: NearFermi | None = None
     states: Eigenstates | None = None
     stages: StageLog = field(default_factory=StageLog)
 
     @property
     def fermi_level(self) -> float:
-        """Mid-gap when the bisection found a gap and both edges converged, else σ."""
-        if self.fermi is None:
-            return float("nan")
-        if self.fermi.gap_found and self.states is not None and np.isfinite(self.states.gap):
-            return 0.5 * (self.states.homo + self.states.lumo)
-        return self.fermi.sigma
+        """Mid-gap, or the partly filled level (eV); NaN before the search."""
+        return float("nan") if self.fermi is None else self.fermi.fermi_level
 
     def rank_pairs(self) -> np.ndarray:
         """This rank's pairs as ``[Rx, Ry, Rz, i, j]`` with ORIGINAL atom ids."""  # [n_pairs, 5]
@@ -101,13 +104,70 @@ class Inference:
         return np.column_stack([self.halo.shifts[k], self.halo.atom_ids[i], self.halo.atom_ids[k]])
 
 
-def check_inputs(atoms: Atoms, model, name: str, charge: int = 0) -> int:
+def check_inputs(atoms: Atoms, model, name: str, charge: int = 0, nev: int = 1) -> int:
     """Every check that can fail before heavy work; returns the occupied-state count."""
     validate(atoms, name, model.basis)
     model.check_compatible(model.basis, atoms.numbers, name)
     basis = model.basis
     n_electrons = basis.n_electrons(atoms.numbers, charge)
-    return occupied_states(n_electrons, int(basis.nao_per_atom(atoms.numbers).sum()))
+    n_orbitals = int(basis.nao_per_atom(atoms.numbers).sum())
+    if not 0 < nev <= n_orbitals:
+        raise SolveError(
+            f"--nev {nev}: {name} has {n_orbitals} orbitals in {basis.name}; "
+            f"choose --nev between 1 and {n_orbitals}"
+        )
+    return occupied_states(n_electrons, n_orbitals)
+
+
+def structure_hash(atoms: Atoms, charge: int = 0) -> str:
+    """SHA-256 of everything that defines the structure (exact float64 bytes)."""
+    digest = hashlib.sha256()
+    for array in (np.asarray(atoms.numbers, np.int64), np.asarray(atoms.positions, np.float64),
+                  np.asarray(atoms.cell[:], np.float64), np.asarray(atoms.pbc, bool),
+                  np.asarray([charge], np.int64)):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+class StructureMismatch(ValueError):
+    """Ranks read different structures; raised on every rank alike."""
+
+    collective = True
+
+
+class InputRefused(ValueError):
+    """Another rank refused the input (its own message is printed by rank 0's peer)."""
+
+
+def on_every_rank(mpi, check):
+    """Run ``check()`` on every rank; if it fails on any, raise on all, marked ``collective``.
+
+    A collective error needs no ``MPI_Abort``: no rank is left waiting, so rank 0 alone
+    reports it in one line and every rank exits with the same status.
+    """
+    try:
+        value, error = check(), None
+    except Exception as err:  # noqa: BLE001 - re-raised below, on every rank
+        value, error = None, err
+    failed = mpi.allgather(error is not None)
+    if any(failed):
+        if error is None:
+            error = InputRefused(f"rank {failed.index(True)} refused the input")
+        error.collective = True
+        raise error
+    return value
+
+
+def check_same_structure(atoms: Atoms, charge: int, mpi, name: str) -> None:
+    """Raise :class:`StructureMismatch` on every rank unless all ranks hold the same structure."""
+    hashes = mpi.allgather(structure_hash(atoms, charge))
+    differ = [r for r, h in enumerate(hashes) if h != hashes[0]]
+    if differ:
+        raise StructureMismatch(
+            f"{name}: rank(s) {', '.join(map(str, differ[:8]))} read a different structure "
+            "(positions, cell, numbers or charge) than rank 0; was the structure file "
+            "rewritten while the job started?"
+        )
 
 
 def run_inference(
@@ -137,7 +197,9 @@ def run_inference(
     log = log or (lambda *_: None)
     name = str(atoms.info.get("name", atoms.get_chemical_formula()))
     basis = model.basis
-    n_occupied = check_inputs(atoms, model, name, options.charge)
+    check_same_structure(atoms, options.charge, mpi, name)  # before any heavy work
+    n_occupied = on_every_rank(
+        mpi, lambda: check_inputs(atoms, model, name, options.charge, options.nev))
     n_electrons = 2 * n_occupied
     numbers = np.asarray(atoms.numbers)
     positions = np.asarray(atoms.positions, dtype=np.float64)
@@ -148,10 +210,16 @@ def run_inference(
         peak_mib = stages.peak_bytes[-1] / 2**20
         log(f"{stage:>10s}: {stages.seconds[-1]:8.2f} s, peak {peak_mib:8.1f} MiB (rank 0)")
 
+    def starting(stage: str, what: str) -> None:  # says what a long stage is waiting on
+        log(f"{stage:>10s}: {what} ...")
+
+    n_orbitals = int(basis.nao_per_atom(numbers).sum())
+    starting("partition", f"{len(numbers)} atoms, {n_orbitals} orbitals over {size} rank(s)")
     with stages.stage("partition"):
         parts = partition(positions, basis.nao_per_atom(numbers), size)
     done("partition")
 
+    starting("halo", f"{len(parts.owned(rank))} atoms on rank 0 and their neighbours")
     with stages.stage("halo"):
         ranges = integral_ranges("overlap", basis, numbers, options.overlap_tol)
         cutoff_of = {key: max(r, model.cutoff) for key, r in ranges.items()}
@@ -160,17 +228,21 @@ def run_inference(
         pairs, distances = cluster_pairs(halo, positions, cell, cutoff_of)
     done("halo")
 
+    device = options.device or select_device()
+    starting("predict", f"model on {device}: {len(pairs)} atom pairs on rank 0, "
+             f"{options.chunk_atoms} atoms per call")
     with stages.stage("predict"):
-        device = options.device or select_device()
         h_blocks = predict_blocks(
             model, halo, pairs, distances, options.chunk_atoms, device, options.dtype
         )
     done("predict")
 
+    starting("overlap", f"exact S blocks of {len(pairs)} atom pairs on rank 0")
     with stages.stage("overlap"):
         s_blocks = cluster_overlap(basis, halo, pairs)
     done("overlap")
 
+    starting("assemble", f"distributed {n_orbitals} x {n_orbitals} H and S")
     with stages.stage("assemble"):
         pattern = local_pattern(parts, halo, pairs, rank)
         (hamiltonian, overlap), asymmetry = assemble(parts, pattern, [h_blocks, s_blocks], comm)
@@ -179,17 +251,18 @@ def run_inference(
     result = Inference(name, parts, halo, pairs, pattern, h_blocks, s_blocks, hamiltonian, overlap,
                        tuple(asymmetry), n_electrons, n_occupied, stages=stages)
     if options.solve:
+        starting("fermi", f"LDLᵀ of S - {options.overlap_floor:g} I (overlap check), "
+                 f"then E_F for {n_occupied} occupied states ({options.fermi_method})")
         with stages.stage("fermi"):
             counter = InertiaCounter(hamiltonian, overlap)
-            check_overlap(counter, options.overlap_floor)
-            result.fermi = fermi_level(counter, n_occupied, rayleigh_bounds(hamiltonian, overlap),
-                                       options.fermi_tol)
-            counter.destroy()
+            try:
+                check_overlap(counter, options.overlap_floor)
+                result.fermi, result.states = near_fermi(
+                    hamiltonian, overlap, counter, n_occupied, options.nev, options.fermi_guess,
+                    options.fermi_tol, options.fermi_method, options.eigenvectors, log)
+            finally:
+                counter.destroy()
         done("fermi")
-        with stages.stage("solve"):
-            result.states = solve_near(hamiltonian, overlap, result.fermi.sigma, options.nev,
-                                       options.eigenvectors)
-        done("solve")
     if out is not None:
         write(result, atoms, model, options, out, mpi)
         done("write")
@@ -220,11 +293,18 @@ def _header(result: Inference, atoms: Atoms, model, options: InferenceOptions) -
         "fermi_level": result.fermi_level,
         "fermi_sigma": fermi.sigma if fermi else nan,
         "fermi_bracket": np.asarray(fermi.bracket if fermi else (nan, nan)),
+        "fermi_method": fermi.method if fermi else "",
+        "fermi_shifts": np.asarray(fermi.shifts if fermi else (), dtype=np.float64),
+        "fermi_count": fermi.count if fermi else -1,
         "gap_found": bool(fermi.gap_found) if fermi else False,
+        "level_states": fermi.level_states if fermi else 0,
+        "level_filled": fermi.level_filled if fermi else 0,
         "factorizations": fermi.factorizations if fermi else 0,
-        "homo": states.homo if states else nan,
-        "lumo": states.lumo if states else nan,
-        "gap": states.gap if states else nan,
+        "overlap_factorizations": 1 if fermi else 0,
+        "homo": fermi.homo if fermi else nan,
+        "lumo": fermi.lumo if fermi else nan,
+        "gap": fermi.gap if fermi else nan,
+        "fermi_tolerance": options.fermi_tol,
         "eps_iterations": states.iterations if states else 0,
         "n_electrons": result.n_electrons,
         "n_occupied": result.n_occupied,

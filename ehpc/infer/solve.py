@@ -1,9 +1,15 @@
-"""Eigenstates of H c = ε S c nearest the Fermi level (SLEPc, shift-and-invert).
+"""Eigenstates of H c = ε S c nearest a shift σ (SLEPc, shift-and-invert), with the inertia.
 
-Krylov-Schur on ``(H - σ S)^-1 S`` with σ = E_F turns the eigenvalues nearest E_F into
-the largest ones of the transformed operator, so ``nev`` of them converge in a few
-dozen iterations whatever the size of the spectrum; each iteration is one solve with
-a MUMPS Cholesky/LDLᵀ factor computed once.  Defaults are set in code and then
+Krylov-Schur on ``(H - σ S)^-1 S`` turns the eigenvalues nearest σ into the largest ones
+of the transformed operator, so ``nev`` of them converge in a few dozen iterations
+whatever the size of the spectrum; each iteration is one solve with a MUMPS LDLᵀ factor
+of ``H - σ S`` computed once.  That same factor also gives, by Sylvester's law of
+inertia, the number of eigenvalues below σ (see :mod:`ehpc.infer.fermi`), so one
+factorisation places the computed window in the spectrum: :class:`ShiftInvert` exposes
+both.  Asking the same object for more eigenpairs reuses the factor.
+
+MUMPS reports the global inertia only with ``ICNTL(13)=1`` and ``ICNTL(24)=1``; they are
+set as defaults under the ST's prefix ``st_``.  Defaults are set in code and then
 ``setFromOptions()`` runs last, so every ``-eps_*``, ``-st_*`` and ``-st_mat_mumps_*``
 option given on the command line overrides them.
 """
@@ -13,6 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+#: options prefix of the shift-and-invert factorisation (SLEPc's ST)
+ST_PREFIX = "st_"
+
+#: MUMPS settings without which the ST factor's inertia is not the global one
+ST_INERTIA_DEFAULTS = {"mat_mumps_icntl_13": "1", "mat_mumps_icntl_24": "1"}
 
 
 class SolveError(RuntimeError):
@@ -24,13 +36,15 @@ class Eigenstates:
     """Eigenpairs near the Fermi level.
 
     Attributes:
-        eigenvalues: converged eigenvalues in eV, ascending.               # [n_conv]
+        eigenvalues: converged eigenvalues in eV, ascending.               # [n_states]
         vectors: this rank's rows of the S-normalised eigenvectors, in the
-            partition's orbital order (None unless requested).             # [n_conv, n_local]
-        homo: highest eigenvalue below σ (NaN if none converged there).
-        lumo: lowest eigenvalue at or above σ (NaN if none).
+            partition's orbital order (None unless requested).             # [n_states, n_local]
+        homo: highest occupied state (state ``n_occupied``, counted from the bottom of
+            the spectrum by inertia); NaN if not determined.
+        lumo: lowest empty state (state ``n_occupied + 1``); equals ``homo`` when a
+            degenerate level is partly filled.
         iterations: Krylov-Schur restarts used.
-        residuals: relative residual norm of each pair.                    # [n_conv]
+        residuals: relative residual norm of each pair.                    # [n_states]
     """
 
     eigenvalues: np.ndarray
@@ -45,6 +59,134 @@ class Eigenstates:
         return self.lumo - self.homo
 
 
+@dataclass
+class Window:
+    """The eigenpairs nearest σ from one factorisation, placed in the spectrum.
+
+    Attributes:
+        sigma: the shift (eV).
+        below: eigenvalues of (H, S) below σ, from the inertia of ``H - σ S``.
+        values: the computed eigenvalues nearest σ, ascending.             # [k]
+        residuals: relative residual of each.                              # [k]
+        vectors: this rank's eigenvector rows or None.                     # [k, n_local]
+        iterations: Krylov-Schur restarts of the last solve.
+    """
+
+    sigma: float
+    below: int
+    values: np.ndarray
+    residuals: np.ndarray
+    vectors: np.ndarray | None
+    iterations: int
+
+    @property
+    def first(self) -> int:
+        """0-based index in the whole spectrum of ``values[0]``."""
+        return self.below - int(np.count_nonzero(self.values < self.sigma))
+
+    @property
+    def last(self) -> int:
+        """0-based index in the whole spectrum of ``values[-1]``."""
+        return self.first + len(self.values) - 1
+
+
+class ShiftInvert:
+    """One LDLᵀ factorisation of ``H - σ S``: inertia and the eigenpairs nearest σ.
+
+    Args:
+        hamiltonian: assembled symmetric MPIAIJ H (eV).
+        overlap: assembled SPD MPIAIJ S with the same pattern.
+        sigma: the shift in eV.
+        eigenvectors: keep this rank's part of each eigenvector.
+    """
+
+    def __init__(self, hamiltonian, overlap, sigma: float, eigenvectors: bool = False):
+        from petsc4py import PETSc
+        from slepc4py import SLEPc
+
+        from .fermi import _set_default_options
+
+        self.hamiltonian, self.sigma, self.eigenvectors = hamiltonian, float(sigma), eigenvectors
+        self.n = hamiltonian.getSize()[0]
+        _set_default_options(ST_PREFIX, ST_INERTIA_DEFAULTS)
+        eps = SLEPc.EPS().create(hamiltonian.getComm())
+        eps.setOperators(hamiltonian, overlap)
+        eps.setProblemType(SLEPc.EPS.ProblemType.GHEP)
+        eps.setType(SLEPc.EPS.Type.KRYLOVSCHUR)
+        eps.setTarget(self.sigma)
+        eps.setWhichEigenpairs(SLEPc.EPS.Which.TARGET_REAL)
+        st = eps.getST()
+        st.setType(SLEPc.ST.Type.SINVERT)
+        st.setMatStructure(PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+        ksp = st.getKSP()
+        ksp.setType(PETSc.KSP.Type.PREONLY)
+        pc = ksp.getPC()
+        pc.setType(PETSc.PC.Type.CHOLESKY)
+        pc.setFactorSolverType("mumps")
+        eps.setFromOptions()  # last: command-line options override everything above
+        self.eps = eps
+        self.nev = 0
+        try:
+            eps.setUp()  # the numerical factorisation of H - σS happens here, once
+        except PETSc.Error as err:
+            raise SolveError(
+                f"LDLᵀ factorisation of H - σS at σ = {self.sigma:.6f} eV failed (PETSc error "
+                f"{err.ierr}); see the PETSc message above"
+            ) from None
+
+    def inertia(self) -> tuple[int, int, int] | None:
+        """(negative, zero, positive) of ``H - σ S`` from the factor, or None when the
+        options replaced the direct solver (no factor to read)."""
+        from petsc4py import PETSc
+
+        try:
+            factor = self.eps.getST().getKSP().getPC().getFactorMatrix()
+            negative, zero, positive = factor.getInertia()
+        except PETSc.Error:
+            return None
+        return int(negative), int(zero), int(positive)
+
+    def solve(self, nev: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+        """The ``nev`` eigenpairs nearest σ, ascending: (values, residuals, vectors, its)."""
+        from slepc4py import SLEPc
+
+        if not 0 < nev <= self.n:
+            raise SolveError(f"--nev {nev} must be between 1 and the number of orbitals {self.n}")
+        if nev != self.nev:
+            self.eps.setDimensions(nev=nev)  # same shift and operators: the factor is kept
+            self.nev = nev
+        self.eps.solve()
+        n_conv = self.eps.getConverged()
+        if n_conv < nev:
+            reason = self.eps.getConvergedReason()
+            raise SolveError(
+                f"SLEPc converged {n_conv} of {nev} eigenpairs near {self.sigma:.4f} eV "
+                f"(reason {reason}); raise -eps_max_it or -eps_ncv"
+            )
+        values, residuals = np.empty(n_conv), np.empty(n_conv)
+        vec = self.hamiltonian.createVecRight() if self.eigenvectors else None
+        local = []
+        for k in range(n_conv):
+            pair = self.eps.getEigenpair(k, vec) if vec is not None else self.eps.getEigenvalue(k)
+            values[k] = pair.real
+            residuals[k] = self.eps.computeError(k, SLEPc.EPS.ErrorType.RELATIVE)
+            if vec is not None:
+                local.append(vec.getArray().copy())
+        # SLEPc may converge more than nev: keep the nev nearest sigma, in ascending order
+        nearest = np.argsort(np.abs(values - self.sigma), kind="stable")[:nev]
+        order = nearest[np.argsort(values[nearest], kind="stable")]
+        vectors = np.asarray(local).reshape(n_conv, -1)[order] if vec is not None else None
+        return values[order], residuals[order], vectors, self.eps.getIterationNumber()
+
+    def window(self, nev: int, below: int) -> Window:
+        """:meth:`solve` as a :class:`Window` with ``below`` states under σ."""
+        values, residuals, vectors, iterations = self.solve(nev)
+        return Window(self.sigma, below, values, residuals, vectors, iterations)
+
+    def destroy(self) -> None:
+        self.eps.destroy()
+
+
 def solve_near(
     hamiltonian,
     overlap,
@@ -54,63 +196,25 @@ def solve_near(
 ) -> Eigenstates:
     """The ``nev`` generalised eigenpairs of (H, S) nearest ``sigma``.
 
+    HOMO and LUMO are set only relative to σ here (nearest computed state below / at or
+    above); :func:`ehpc.infer.window.near_fermi` places them by the electron count.
+
     Args:
         hamiltonian: assembled symmetric MPIAIJ H (eV).
         overlap: assembled SPD MPIAIJ S with the same pattern.
-        sigma: target energy in eV; must not be an eigenvalue (the Fermi bisection
-            returns one with a nonsingular ``H - σ S``).
+        sigma: target energy in eV; must not be an eigenvalue.
         nev: number of eigenpairs.
         eigenvectors: keep this rank's part of each eigenvector.
     """
-    from petsc4py import PETSc
-    from slepc4py import SLEPc
-
     n = hamiltonian.getSize()[0]
     if not 0 < nev <= n:
         raise SolveError(f"--nev {nev} must be between 1 and the number of orbitals {n}")
-    eps = SLEPc.EPS().create(hamiltonian.getComm())
-    eps.setOperators(hamiltonian, overlap)
-    eps.setProblemType(SLEPc.EPS.ProblemType.GHEP)
-    eps.setType(SLEPc.EPS.Type.KRYLOVSCHUR)
-    eps.setDimensions(nev=nev)
-    eps.setTarget(sigma)
-    eps.setWhichEigenpairs(SLEPc.EPS.Which.TARGET_REAL)
-    st = eps.getST()
-    st.setType(SLEPc.ST.Type.SINVERT)
-    st.setMatStructure(PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
-    ksp = st.getKSP()
-    ksp.setType(PETSc.KSP.Type.PREONLY)
-    pc = ksp.getPC()
-    pc.setType(PETSc.PC.Type.CHOLESKY)
-    pc.setFactorSolverType("mumps")
-    eps.setFromOptions()  # last: command-line options override everything above
-    eps.solve()
-    n_conv = eps.getConverged()
-    if n_conv < min(nev, n):
-        reason = eps.getConvergedReason()
-        raise SolveError(
-            f"SLEPc converged {n_conv} of {nev} eigenpairs near {sigma:.4f} eV (reason {reason}); "
-            "raise -eps_max_it or -eps_ncv"
-        )
-    values = np.empty(n_conv)
-    residuals = np.empty(n_conv)
-    vectors = None
-    vec = hamiltonian.createVecRight() if eigenvectors else None
-    local = []
-    for k in range(n_conv):
-        values[k] = eps.getEigenpair(k, vec).real if eigenvectors else eps.getEigenvalue(k).real
-        residuals[k] = eps.computeError(k, SLEPc.EPS.ErrorType.RELATIVE)
-        if eigenvectors:
-            local.append(vec.getArray().copy())
-    # SLEPc may converge more than nev: keep the nev nearest sigma, in ascending order
-    nearest = np.argsort(np.abs(values - sigma), kind="stable")[:nev]
-    order = nearest[np.argsort(values[nearest], kind="stable")]
-    if eigenvectors:
-        vectors = np.asarray(local).reshape(n_conv, -1)[order]
-    values, residuals = values[order], residuals[order]
+    shifted = ShiftInvert(hamiltonian, overlap, sigma, eigenvectors)
+    try:
+        values, residuals, vectors, iterations = shifted.solve(nev)
+    finally:
+        shifted.destroy()
     below, above = values[values < sigma], values[values >= sigma]
     homo = float(below.max()) if len(below) else float("nan")
     lumo = float(above.min()) if len(above) else float("nan")
-    iterations = eps.getIterationNumber()
-    eps.destroy()
     return Eigenstates(values, vectors, homo, lumo, iterations, residuals)

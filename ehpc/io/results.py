@@ -72,7 +72,8 @@ class Results:
         path: the results file.
         name: the structure's name under ``/structures``.
         eigenvalues: converged eigenvalues near the Fermi level, ascending (eV).
-        fermi_level, homo, lumo, gap: eV (NaN where not determined).
+        fermi_level, homo, lumo, gap: eV (NaN where not determined); HOMO and LUMO are
+            states n_occupied and n_occupied + 1, equal (gap 0) in a partly filled level.
         n_electrons: electrons counted from the basis' valence charges.
         timings: seconds per stage, one value per rank.            # {stage: [n_ranks]}
         peak_memory: peak resident bytes after each stage per rank. # {stage: [n_ranks]}
@@ -128,6 +129,26 @@ class Results:
     @property
     def n_ranks(self) -> int:
         return int(self.attrs.get("n_ranks", 1))
+
+    @property
+    def fermi_method(self) -> str:
+        """How E_F was found: ``window``, ``bisection`` or ``window+bisection`` (fallback)."""
+        return str(self.attrs.get("fermi_method", "bisection"))
+
+    @property
+    def factorizations(self) -> int:
+        """LDLᵀ factorisations of H - σS the E_F search and eigensolve took."""
+        return int(self.attrs.get("factorizations", 0))
+
+    @property
+    def gap_found(self) -> bool:
+        """False when a degenerate level holds both HOMO and LUMO (partly filled: gap 0)."""
+        return bool(self.attrs.get("gap_found", False))
+
+    @property
+    def occupancy(self) -> tuple[int, int]:
+        """(filled, states) of the partly filled level; (0, 0) when gapped."""
+        return int(self.attrs.get("level_filled", 0)), int(self.attrs.get("level_states", 0))
 
     @property
     def _nao(self) -> np.ndarray:
