@@ -1,12 +1,12 @@
-# MPI-sharded inference on a large structure: H and S over the ranks, E_F by inertia
-# bisection, SLEPc eigenstates nearest E_F (ehpc-infer).  On a cluster the profile sets
+# MPI-sharded inference on a large structure: H and S over the ranks, E_F and the SLEPc
+# eigenstates nearest it from shift-and-invert windows placed by inertia (ehpc-infer).  On a cluster the profile sets
 # mpi=srun and the task count; on a laptop mpirun starts the ranks.
 
 
 def infer_options():
-    inf = config["infer"]
-    args = [f"--nev {inf.get('nev', 20)}", f"--chunk-atoms {inf.get('chunk_atoms', 2000)}",
-            f"--overlap-tol {inf.get('overlap_tol', 1e-10)}"]
+    inf = config["infer"]  # defaults filled in from configs/schema.yaml by validate()
+    args = [f"--nev {inf['nev']}", f"--chunk-atoms {inf['chunk_atoms']}",
+            f"--overlap-tol {inf['overlap_tol']}", f"--fermi-method {inf['fermi_method']}"]
     if inf.get("eigenvectors", False):
         args.append("--eigenvectors")
     return " ".join(args + [shlex.quote(o) for o in inf.get("petsc_options", [])])
