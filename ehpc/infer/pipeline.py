@@ -233,7 +233,8 @@ def run_inference(
              f"{options.chunk_atoms} atoms per call")
     with stages.stage("predict"):
         h_blocks = predict_blocks(
-            model, halo, pairs, distances, options.chunk_atoms, device, options.dtype
+            model, halo, pairs, distances, options.chunk_atoms, device, options.dtype,
+            structure=atoms,
         )
     done("predict")
 

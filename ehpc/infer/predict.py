@@ -7,7 +7,9 @@ within its receptive field, so the peak memory of the network is set by
 
 A block of the pair (i, j) depends only on atoms within ``model.receptive_field`` of i,
 so predicting it in that non-periodic sub-cluster gives the same numbers as predicting
-it in the full periodic structure.
+it in the full periodic structure.  When the cluster holds more atoms than the periodic
+structure itself (a cell smaller than the receptive field, common with long cutoffs), the
+model runs on the periodic structure instead: the same blocks from the smaller graph.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def predict_blocks(
     chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
     device=None,
     dtype=None,
+    structure=None,
 ) -> np.ndarray:
     """H blocks (eV) of the rank's pattern ``pairs``; pairs beyond ``model.cutoff`` stay 0.
 
@@ -83,6 +86,8 @@ def predict_blocks(
         chunk_atoms: owned atoms per model call.
         device: torch device of the model.
         dtype: torch dtype to predict in (None: the model's).
+        structure: the whole periodic structure (``ase.Atoms``) the halo was cut from;
+            predicted on directly when it has fewer atoms than the halo.
 
     Returns:
         Flat blocks laid out as ``block_offsets`` of ``pairs``.   # [n_entries]
@@ -98,6 +103,10 @@ def predict_blocks(
     offsets = block_offsets(_as_keys(pairs), nao)
     out = np.zeros(offsets[-1])
     predicted = (distances < model.cutoff) | (pairs[:, 0] == pairs[:, 1])
+    if structure is not None and np.any(structure.pbc) and len(structure) < len(halo):
+        rows = np.flatnonzero(predicted)
+        _predict_periodic(model, halo, structure, pairs, rows, nao, offsets, out, device, dtype)
+        return out
     # pairs row_start[a]:row_start[a + 1] belong to owned atom a
     row_start = np.searchsorted(pairs[:, 0], np.arange(halo.n_owned + 1))
     for chunk in owned_chunks(halo, nao[: halo.n_owned], chunk_atoms):
@@ -128,6 +137,24 @@ def predict_blocks(
         dest = np.repeat(offsets[rows], sizes) + ranges_within(sizes)  # [n_chunk_entries]
         out[dest] = np.asarray(flat, dtype=np.float64)
     return out
+
+
+def _predict_periodic(model, halo: Halo, structure, pairs: np.ndarray, rows: np.ndarray,
+                      nao: np.ndarray, offsets: np.ndarray, out: np.ndarray, device, dtype
+                      ) -> None:
+    """Blocks of ``pairs[rows]`` from the model run on the periodic structure itself."""
+    i, k = pairs[rows, 0], pairs[rows, 1]
+    asked = np.column_stack([halo.shifts[k] - halo.shifts[i], halo.atom_ids[i],
+                             halo.atom_ids[k]]).astype(np.int64)  # [n_rows, 5]
+    got_pairs, flat = model.predict(
+        structure.numbers, structure.positions, np.asarray(structure.cell[:]), structure.pbc,
+        pairs=asked, device=device, dtype=dtype,
+    )
+    if not np.array_equal(np.asarray(got_pairs), asked):
+        raise PredictionError("model.predict returned other pairs than the ones asked for")
+    sizes = nao[i] * nao[k]
+    dest = np.repeat(offsets[rows], sizes) + ranges_within(sizes)  # [n_entries]
+    out[dest] = np.asarray(flat, dtype=np.float64)
 
 
 def _as_keys(pairs: np.ndarray) -> np.ndarray:
