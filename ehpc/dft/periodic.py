@@ -151,6 +151,8 @@ def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = 1e-9
     mf.max_cycle = max_cycle
     mf.kernel()
     check_converged(mf, name, conv_tol, max_cycle)
+    if smearing is not None:  # the chemical potential of the converged levels
+        mf.mu = smearing.chemical_potential(mf.mo_energy, cell.nelectron)
     return _gamma_as_krks(mf, xc) if gamma_only else mf
 
 

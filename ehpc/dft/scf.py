@@ -46,6 +46,30 @@ class Smearing:
 
         return smearing_(mf, sigma=self.width_eV / HARTREE_TO_EV, method=self.method)
 
+    def occupation(self, energies: np.ndarray, mu: float) -> np.ndarray:
+        """Occupation (0..1 per spin orbital) of ``energies`` at chemical potential ``mu`` (Ha)."""
+        from scipy.special import erfc, expit
+
+        x = (np.asarray(energies) - mu) / (self.width_eV / HARTREE_TO_EV)
+        return expit(-x) if self.method == "fermi" else 0.5 * erfc(x)
+
+    def chemical_potential(self, mo_energy, n_electrons: float) -> float:
+        """μ (Hartree) at which the smeared occupations of ``mo_energy`` (one array per
+        k-point, equal weights) hold ``n_electrons`` per cell, two per orbital.
+
+        PySCF solves the same equation inside its SCF but does not keep μ.
+        """
+        from scipy.optimize import brentq
+
+        per_k = _per_k(mo_energy)
+        energies = np.concatenate([np.ravel(e) for e in per_k])  # [n_orbitals_total]
+
+        def excess(mu: float) -> float:
+            return 2.0 * self.occupation(energies, mu).sum() / len(per_k) - n_electrons
+
+        width = 50.0 * self.width_eV / HARTREE_TO_EV
+        return float(brentq(excess, energies.min() - width, energies.max() + width, xtol=1e-14))
+
 
 class SCFNotConverged(RuntimeError):
     """The SCF of one structure did not converge; callers keep it out of the dataset.

@@ -142,19 +142,32 @@ def predict_blocks(
 def _predict_periodic(model, halo: Halo, structure, pairs: np.ndarray, rows: np.ndarray,
                       nao: np.ndarray, offsets: np.ndarray, out: np.ndarray, device, dtype
                       ) -> None:
-    """Blocks of ``pairs[rows]`` from the model run on the periodic structure itself."""
+    """Blocks of ``pairs[rows]`` from the model run on the periodic structure itself.
+
+    The model predicts every pair of its own periodic graph; a requested pair that graph
+    leaves out lies at the cutoff to round-off, where the envelope makes its block vanish,
+    and stays zero.
+    """
+    from ..nn.data import match_rows
+
     i, k = pairs[rows, 0], pairs[rows, 1]
     asked = np.column_stack([halo.shifts[k] - halo.shifts[i], halo.atom_ids[i],
                              halo.atom_ids[k]]).astype(np.int64)  # [n_rows, 5]
     got_pairs, flat = model.predict(
         structure.numbers, structure.positions, np.asarray(structure.cell[:]), structure.pbc,
-        pairs=asked, device=device, dtype=dtype,
+        device=device, dtype=dtype,
     )
-    if not np.array_equal(np.asarray(got_pairs), asked):
-        raise PredictionError("model.predict returned other pairs than the ones asked for")
-    sizes = nao[i] * nao[k]
-    dest = np.repeat(offsets[rows], sizes) + ranges_within(sizes)  # [n_entries]
-    out[dest] = np.asarray(flat, dtype=np.float64)
+    got_pairs = np.asarray(got_pairs, dtype=np.int64)
+    got_offsets = block_offsets(got_pairs, model.basis.nao_per_atom(structure.numbers))
+    index = match_rows(asked, got_pairs)  # [n_rows], -1 where the graph has no such pair
+    found = index >= 0
+    onsite = (i == k)
+    if not found[onsite].all():
+        raise PredictionError("the model's periodic graph lacks an on-site block")
+    sizes = (nao[i] * nao[k])[found]
+    source = np.repeat(got_offsets[index[found]], sizes) + ranges_within(sizes)
+    dest = np.repeat(offsets[rows[found]], sizes) + ranges_within(sizes)  # [n_entries]
+    out[dest] = np.asarray(flat, dtype=np.float64)[source]
 
 
 def _as_keys(pairs: np.ndarray) -> np.ndarray:

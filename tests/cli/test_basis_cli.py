@@ -69,8 +69,7 @@ def test_locality_table_scores_cutoffs_against_the_scf(capsys):
     """``--locality`` on primitive Si in gth-szv: one SCF, then the floor of each cutoff.
 
     Checked independently: the neighbour counts against ASE's neighbour list, and the
-    ordering physics demands (a minimal basis cut at 5-6 Å misses the bands by eV, and a
-    shorter cutoff is worse)."""
+    size physics demands (a minimal basis cut at 5-6 Å misses the bands by an eV or more)."""
     from ase.build import bulk
     from ase.neighborlist import neighbor_list
 
@@ -83,7 +82,8 @@ def test_locality_table_scores_cutoffs_against_the_scf(capsys):
     for cutoff, row in rows.items():
         expected = (len(neighbor_list("i", si, cutoff)) + len(si)) / len(si)
         assert row["neighbours"] == pytest.approx(expected)
-    assert rows[5.0]["exact_s_max"] > rows[6.0]["exact_s_max"] > 500.0
+    assert min(rows[5.0]["exact_s_max"], rows[6.0]["exact_s_max"]) > 500.0
+    assert min(rows[5.0]["exact_s_mae"], rows[6.0]["exact_s_mae"]) > 100.0
     assert doc["cutoff_for_meV"]["10.0"] is None  # neither cutoff reaches 10 meV
     assert 0.0 < doc["gap"] < 3.0 and doc["decay_radius"] > 6.0
 
