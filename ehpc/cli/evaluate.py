@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     plots.parity(dft, predicted, args.plot_dir / "parity.png",
                  title=f"{args.split} split: {len(records)} structures")
     print(f"{PROG}: {args.split}: {len(records)} structures, H MAE "
-          f"{metrics['h_mae_meV']:.3f} meV ({metrics['h_mae_uHa']:.1f} μHa), eigenvalue MAE "
+          f"{metrics['h_mae_meV']:.3f} meV ({metrics['h_mae_uHa']:.1f} μHa), eigenvalue MAE vs the labels' blocks "
           f"{metrics['eigenvalue_mae_meV']:.3f} meV")
     if "bands_vs_scf" in metrics:
         print(f"{PROG}: {args.split}: {format_truth(metrics['bands_vs_scf'])}")

@@ -45,7 +45,8 @@ def evaluation_lines(path: Path) -> list[str]:
         f"Model vs DFT on the {report['split']!r} split ({m['n_structures']} structures, "
         f"{m['n_entries']} matrix elements):",
         f"  H MAE                 {m['h_mae_meV']:10.3f} meV  ({m['h_mae_uHa']:.1f} μHa)",
-        f"  eigenvalue MAE        {m['eigenvalue_mae_meV']:10.3f} meV",
+        f"  eigenvalue MAE        {m['eigenvalue_mae_meV']:10.3f} meV  (vs the labels' own blocks; "
+        "crystals: Γ, S cut too)",
         f"  gap MAE               {m['gap_mae_eV'] * 1e3:10.3f} meV",
         f"  occupied cosine       {m['occupied_cosine']:10.5f}",
     ]
