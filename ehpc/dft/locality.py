@@ -21,11 +21,12 @@ from ase import Atoms
 
 from ..basis import Basis
 from ..graph import neighbour_list
-from ..units import HARTREE_TO_EV, pyscf_bohr_to_angstrom
+from ..units import HARTREE_TO_EV
 from .blocks import gather_blocks, pair_list
 from .floor import band_error, generalised_bands
 from .periodic import (ALIAS_TOL, FloorProbe, RealSpaceFock, band_kmesh, build_cell,
-                       overlap_at, overlap_decay_radius, run_krks)
+                       caller_mesh, overlap_at, overlap_decay_radius, run_krks,
+                       translation_bohr)
 from .scf import Smearing, frontier_levels, midgap
 
 
@@ -88,8 +89,6 @@ def locality_table(atoms: Atoms, basis: Basis, cutoffs, kmesh=(4, 4, 4), xc: str
     probe = FloorProbe(fock, pcell, atoms, basis)
     mol = pcell.cell.to_mol()
     nao = basis.nao_per_atom(atoms.numbers)
-    bohr = pyscf_bohr_to_angstrom()
-    translation = lambda shift: np.asarray(shift, dtype=np.float64) @ lattice / bohr  # noqa: E731
     if smearing is None:
         homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
         fermi, n_occ = midgap(homo, lumo) * HARTREE_TO_EV, int(pcell.cell.nelectron) // 2
@@ -99,8 +98,9 @@ def locality_table(atoms: Atoms, basis: Basis, cutoffs, kmesh=(4, 4, 4), xc: str
     rows = []
     for cutoff in cutoffs:
         pairs = pair_list(atoms, cutoff)
-        h = gather_blocks(lambda s: fock.at(translation(s)), pairs, nao) * HARTREE_TO_EV
-        s = gather_blocks(lambda s: overlap_at(mol, translation(s)), pairs, nao)
+        h = gather_blocks(lambda r: fock.at(translation_bohr(r, lattice)), pairs, nao)
+        h = h * HARTREE_TO_EV
+        s = gather_blocks(lambda r: overlap_at(mol, translation_bohr(r, lattice)), pairs, nao)
         h_k, s_cut = probe.bloch(pairs, h), probe.bloch(pairs, s)
         exact = band_error(generalised_bands(h_k, probe.s_exact), true, fermi, n_occ)
         min_eig = min(float(np.linalg.eigvalsh(m)[0]) for m in s_cut)
@@ -116,11 +116,9 @@ def locality_table(atoms: Atoms, basis: Basis, cutoffs, kmesh=(4, 4, 4), xc: str
         homo, lumo = float(true[:, n_occ - 1].max()), float(true[:, n_occ].min())
     else:
         homo = lumo = fermi
-    caller_mesh = [0, 0, 0]
-    for pyscf_axis, caller_axis in enumerate(pcell.order):
-        caller_mesh[caller_axis] = mesh[pyscf_axis]
     return LocalityTable(basis.name, name, len(atoms), int(pcell.cell.nao),
-                         tuple(int(k) for k in kmesh), tuple(caller_mesh), decay, homo, lumo,
+                         tuple(int(k) for k in kmesh), caller_mesh(mesh, pcell.order), decay,
+                         homo, lumo,
                          rows, time.perf_counter() - start)
 
 

@@ -52,7 +52,7 @@ from ..basis import Basis
 from ..io.dataset import HamiltonianRecord
 from ..structure import StructureError
 from ..units import EV_TO_MEV, HARTREE_TO_EV, pyscf_bohr_to_angstrom
-from .blocks import Shift, gather_blocks, make_record, pair_list
+from .blocks import gather_blocks, make_record, pair_list
 from .floor import (FLOOR_WINDOW_EV, TruncationFloor, check_floor, floor_kpoints,
                     generalised_bands, measure_floor)
 from .scf import Smearing, check_converged, check_orbital_count, pyscf_atoms, scf_attrs
@@ -321,6 +321,19 @@ def overlap_at(mol, translation_bohr: np.ndarray) -> np.ndarray:
     return gto.intor_cross("int1e_ovlp", mol, shifted)  # [nao, nao]
 
 
+def caller_mesh(mesh, order) -> tuple[int, int, int]:
+    """A k-mesh along PySCF's lattice vectors, reordered along the caller's."""
+    out = [0, 0, 0]
+    for pyscf_axis, caller_axis in enumerate(order):
+        out[caller_axis] = int(mesh[pyscf_axis])
+    return tuple(out)
+
+
+def translation_bohr(shift, lattice: np.ndarray) -> np.ndarray:
+    """Cartesian lattice translation (Bohr) of an integer cell shift in the caller's vectors."""
+    return np.asarray(shift, dtype=np.float64) @ lattice / pyscf_bohr_to_angstrom()  # [3]
+
+
 class FloorProbe:
     """Untruncated H(k) and exact S(k) at a sample of the band mesh, to score cut blocks.
 
@@ -420,22 +433,16 @@ def crystal_record(
     check_orbital_count(name, basis, atoms.numbers, pcell.cell.nao)
     nao = basis.nao_per_atom(atoms.numbers)
 
-    def translation(shift: Shift) -> np.ndarray:
-        bohr = pyscf_bohr_to_angstrom()
-        return np.asarray(shift, dtype=np.float64) @ lattice / bohr  # [3] Bohr
-
     def h_blocks(radius: float) -> tuple[np.ndarray, np.ndarray]:
         pairs = pair_list(atoms, radius)  # [n_pairs, 5]
-        return pairs, gather_blocks(lambda shift: fock.at(translation(shift)), pairs, nao)
+        return pairs, gather_blocks(lambda r: fock.at(translation_bohr(r, lattice)), pairs, nao)
 
     pairs, h_flat = h_blocks(cutoff)
-    s_flat = gather_blocks(lambda shift: overlap_at(mol, translation(shift)), pairs, nao)
+    s_flat = gather_blocks(lambda r: overlap_at(mol, translation_bohr(r, lattice)), pairs, nao)
     attrs = scf_attrs(mf, name, xc, pcell.cell.nelectron, time.perf_counter() - start)
-    caller_mesh = [0, 0, 0]
-    for pyscf_axis, caller_axis in enumerate(pcell.order):
-        caller_mesh[caller_axis] = mesh[pyscf_axis]
     attrs.update(cutoff=float(cutoff), kmesh=np.asarray(kmesh, dtype=np.int64),
-                 band_kmesh=np.asarray(caller_mesh, dtype=np.int64), alias_tol=float(alias_tol))
+                 band_kmesh=np.asarray(caller_mesh(mesh, pcell.order), dtype=np.int64),
+                 alias_tol=float(alias_tol))
     if smearing is not None:
         attrs.update(smearing=smearing.method, smearing_width_eV=float(smearing.width_eV))
     probe = FloorProbe(fock, pcell, atoms, basis)
