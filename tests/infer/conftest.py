@@ -86,3 +86,23 @@ def write_traj(atoms, path: Path) -> Path:
 
     ase.io.write(path, atoms, format="traj")
     return path
+
+
+def petsc_dense(matrix: np.ndarray):
+    """A small dense symmetric matrix as a sequential PETSc AIJ matrix."""
+    from petsc4py import PETSc
+
+    n = len(matrix)
+    mat = PETSc.Mat().createAIJ(size=(n, n), nnz=n, comm=PETSc.COMM_SELF)
+    mat.setValues(range(n), range(n), matrix)
+    mat.assemble()
+    mat.setOption(PETSc.Mat.Option.SYMMETRIC, True)
+    return mat
+
+
+def pencil(levels: np.ndarray, seed: int = 0, scale: float = 0.1):
+    """(H, S) = (L D Lᵀ, L Lᵀ): generalised eigenvalues exactly ``levels``."""
+    rng = np.random.default_rng(seed)
+    n = len(levels)
+    lower = np.tril(rng.normal(scale=scale, size=(n, n)), -1) + np.diag(rng.uniform(0.8, 1.2, n))
+    return lower @ np.diag(levels) @ lower.T, lower @ lower.T

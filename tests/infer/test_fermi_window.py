@@ -11,28 +11,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from .conftest import check, mpirun, random_si_model, si_crystal, write_traj
+from .conftest import check, mpirun, pencil, petsc_dense, random_si_model, si_crystal, write_traj
 
 TOL = 1e-8  # eV, eigenvalues against dense
-
-
-def _petsc(matrix: np.ndarray):
-    from petsc4py import PETSc
-
-    n = len(matrix)
-    mat = PETSc.Mat().createAIJ(size=(n, n), nnz=n, comm=PETSc.COMM_SELF)
-    mat.setValues(range(n), range(n), matrix)
-    mat.assemble()
-    mat.setOption(PETSc.Mat.Option.SYMMETRIC, True)
-    return mat
-
-
-def _pencil(levels: np.ndarray, seed: int = 0):
-    """(H, S) = (L D Lᵀ, L Lᵀ): generalised eigenvalues exactly ``levels``."""
-    rng = np.random.default_rng(seed)
-    n = len(levels)
-    lower = np.tril(rng.normal(scale=0.1, size=(n, n)), -1) + np.diag(rng.uniform(0.8, 1.2, n))
-    return lower @ np.diag(levels) @ lower.T, lower @ lower.T
 
 
 def _factorisations() -> int:
@@ -49,7 +30,7 @@ def _near_fermi(h, s, n_occupied, nev, **kwargs):
     from ehpc.infer.window import near_fermi
 
     PETSc.Log.begin()
-    hamiltonian, overlap = _petsc(h), _petsc(s)
+    hamiltonian, overlap = petsc_dense(h), petsc_dense(s)
     counter = InertiaCounter(hamiltonian, overlap)
     before = _factorisations()
     fermi, states = near_fermi(hamiltonian, overlap, counter, n_occupied, nev, **kwargs)
@@ -71,7 +52,7 @@ def _gapped_levels() -> np.ndarray:
 @pytest.mark.parametrize("nev", [1, 2, 20, 60])
 @pytest.mark.parametrize("sigma0", [None, -1.5, 40.0, -400.0])
 def test_gapped_homo_lumo_for_any_nev_and_first_shift(nev, sigma0):
-    h, s = _pencil(_gapped_levels())
+    h, s = pencil(_gapped_levels())
     dense = _dense(h, s)
     fermi, states, logged = _near_fermi(h, s, 30, nev, sigma0=sigma0)
     assert abs(fermi.homo - dense[29]) <= TOL and abs(fermi.lumo - dense[30]) <= TOL
@@ -87,7 +68,7 @@ def test_gapped_homo_lumo_for_any_nev_and_first_shift(nev, sigma0):
 
 
 def test_first_shift_inside_the_valence_band_needs_two_factorisations():
-    h, s = _pencil(_gapped_levels())
+    h, s = pencil(_gapped_levels())
     fermi, _, logged = _near_fermi(h, s, 30, 4, sigma0=-3.0)
     assert logged == fermi.factorizations <= 2
 
@@ -98,7 +79,7 @@ def test_partly_filled_degenerate_level_has_no_gap(n_occupied, filled, nev):
     """A triply degenerate level at 0.5 eV holds states 31-33; 31 or 32 states are filled."""
     levels = _gapped_levels()
     levels[30:33] = 0.5
-    h, s = _pencil(np.sort(levels))
+    h, s = pencil(np.sort(levels))
     dense = _dense(h, s)
     assert dense[n_occupied] - dense[n_occupied - 1] < 1e-9  # HOMO and LUMO share the level
     fermi, _, _ = _near_fermi(h, s, n_occupied, nev, sigma0=-400.0)
@@ -111,7 +92,7 @@ def test_partly_filled_degenerate_level_has_no_gap(n_occupied, filled, nev):
 def test_filled_degenerate_level_is_gapped_above_it():
     levels = _gapped_levels()
     levels[27:30] = -0.9  # the top of the valence band triply degenerate and full
-    h, s = _pencil(np.sort(levels))
+    h, s = pencil(np.sort(levels))
     dense = _dense(h, s)
     fermi, _, _ = _near_fermi(h, s, 30, 3)
     assert fermi.gap_found
@@ -119,7 +100,7 @@ def test_filled_degenerate_level_is_gapped_above_it():
 
 
 def test_bisection_method_agrees_and_counts_its_factorisations():
-    h, s = _pencil(_gapped_levels())
+    h, s = pencil(_gapped_levels())
     dense = _dense(h, s)
     fermi, _, logged = _near_fermi(h, s, 30, 1, method="bisection")
     assert fermi.method == "bisection" and fermi.factorizations == logged > 2
@@ -130,7 +111,7 @@ def test_fallback_to_bisection_after_too_many_shifts(monkeypatch):
     from ehpc.infer import window
 
     monkeypatch.setattr(window, "MAX_SHIFTS", 1)
-    h, s = _pencil(_gapped_levels())
+    h, s = pencil(_gapped_levels())
     dense = _dense(h, s)
     fermi, _, logged = _near_fermi(h, s, 30, 2, sigma0=-400.0)
     assert fermi.method == "window+bisection" and fermi.factorizations == logged

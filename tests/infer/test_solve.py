@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from .conftest import check, mpirun, random_si_model, si_crystal, write_traj
+from .conftest import check, mpirun, pencil, petsc_dense, random_si_model, si_crystal, write_traj
 
 NEV = 10
 TOL_EIGENVALUE = 1e-8  # eV
@@ -78,33 +78,14 @@ def test_petsc_options_pass_through(cli_run):
 # --------------------------------------------------------------------------- in-process (1 rank)
 
 
-def _petsc_dense(matrix: np.ndarray):
-    from petsc4py import PETSc
-
-    n = len(matrix)
-    mat = PETSc.Mat().createAIJ(size=(n, n), nnz=n, comm=PETSc.COMM_SELF)
-    mat.setValues(range(n), range(n), matrix)
-    mat.assemble()
-    mat.setOption(PETSc.Mat.Option.SYMMETRIC, True)
-    return mat
-
-
-def _pencil(levels: np.ndarray, seed: int = 0):
-    """(H, S) = (L D L^T, L L^T): generalised eigenvalues exactly ``levels``."""
-    rng = np.random.default_rng(seed)
-    n = len(levels)
-    lower = np.tril(rng.normal(scale=0.2, size=(n, n)), -1) + np.diag(rng.uniform(0.8, 1.2, n))
-    return lower @ np.diag(levels) @ lower.T, lower @ lower.T
-
-
 @pytest.mark.parametrize("n_occupied, gapped", [(3, True), (4, False), (6, True)])
 def test_fermi_bisection_on_known_spectrum(n_occupied, gapped):
     """Levels with a double degeneracy at states 4-5: filling 4 has no gap."""
     from ehpc.infer.fermi import InertiaCounter, fermi_level, rayleigh_bounds
 
     levels = np.array([-5.0, -3.0, -1.0, 0.5, 0.5, 2.0, 4.0, 7.0])
-    h, s = _pencil(levels)
-    hamiltonian, overlap = _petsc_dense(h), _petsc_dense(s)
+    h, s = pencil(levels, scale=0.2)
+    hamiltonian, overlap = petsc_dense(h), petsc_dense(s)
     counter = InertiaCounter(hamiltonian, overlap)
     result = fermi_level(counter, n_occupied, rayleigh_bounds(hamiltonian, overlap), tol=1e-9)
     assert result.gap_found == gapped
@@ -124,7 +105,7 @@ def test_overlap_floor_against_numpy_smallest_eigenvalue():
                 unit="Angstrom", verbose=0)
     s = mol.intor("int1e_ovlp")
     smallest = np.linalg.eigvalsh(s)[0]
-    counter = InertiaCounter(_petsc_dense(np.diag(np.arange(len(s), dtype=float))), _petsc_dense(s))
+    counter = InertiaCounter(petsc_dense(np.diag(np.arange(len(s), dtype=float))), petsc_dense(s))
     check_overlap(counter, floor=0.5 * smallest)
     with pytest.raises(FermiError, match="near-singular"):
         check_overlap(counter, floor=2.0 * smallest)
