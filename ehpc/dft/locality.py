@@ -22,12 +22,10 @@ from ase import Atoms
 from ..basis import Basis
 from ..graph import neighbour_list
 from ..units import HARTREE_TO_EV
-from .blocks import gather_blocks, pair_list
 from .floor import band_error, generalised_bands
-from .periodic import (ALIAS_TOL, FloorProbe, RealSpaceFock, band_kmesh, build_cell,
-                       caller_mesh, overlap_at, overlap_decay_radius, run_krks,
-                       translation_bohr)
-from .scf import Smearing, frontier_levels, midgap
+from .periodic import (ALIAS_TOL, FloorProbe, RealSpaceFock, band_kmesh, blocks_within,
+                       build_cell, caller_mesh, overlap_decay_radius, run_krks)
+from .scf import Smearing, scf_attrs
 
 
 @dataclass(frozen=True)
@@ -89,19 +87,13 @@ def locality_table(atoms: Atoms, basis: Basis, cutoffs, kmesh=(4, 4, 4), xc: str
     probe = FloorProbe(fock, pcell, atoms, basis)
     mol = pcell.cell.to_mol()
     nao = basis.nao_per_atom(atoms.numbers)
-    if smearing is None:
-        homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
-        fermi, n_occ = midgap(homo, lumo) * HARTREE_TO_EV, int(pcell.cell.nelectron) // 2
-    else:
-        fermi, n_occ = float(mf.mu) * HARTREE_TO_EV, None
+    fermi = float(scf_attrs(mf, name, xc, pcell.cell.nelectron, 0.0)["fermi_level"])
+    n_occ = None if smearing is not None else int(pcell.cell.nelectron) // 2
     true = generalised_bands(probe.h_true, probe.s_exact)  # [n_k, nao_cell]
     rows = []
     for cutoff in cutoffs:
-        pairs = pair_list(atoms, cutoff)
-        h = gather_blocks(lambda r: fock.at(translation_bohr(r, lattice)), pairs, nao)
-        h = h * HARTREE_TO_EV
-        s = gather_blocks(lambda r: overlap_at(mol, translation_bohr(r, lattice)), pairs, nao)
-        h_k, s_cut = probe.bloch(pairs, h), probe.bloch(pairs, s)
+        pairs, h, s = blocks_within(atoms, fock, nao, cutoff, mol)
+        h_k, s_cut = probe.bloch(pairs, h * HARTREE_TO_EV), probe.bloch(pairs, s)
         exact = band_error(generalised_bands(h_k, probe.s_exact), true, fermi, n_occ)
         min_eig = min(float(np.linalg.eigvalsh(m)[0]) for m in s_cut)
         cut_mae = cut_max = None

@@ -51,10 +51,10 @@ from ase import Atoms
 from ..basis import Basis
 from ..io.dataset import HamiltonianRecord
 from ..structure import StructureError
-from ..units import EV_TO_MEV, HARTREE_TO_EV, pyscf_bohr_to_angstrom
+from ..units import HARTREE_TO_EV, pyscf_bohr_to_angstrom
 from .blocks import gather_blocks, make_record, pair_list
-from .floor import (FLOOR_WINDOW_EV, TruncationFloor, check_floor, floor_kpoints,
-                    generalised_bands, measure_floor)
+from .floor import (TruncationFloor, band_error, check_floor, floor_kpoints, generalised_bands,
+                    measure_floor)
 from .scf import Smearing, check_converged, check_orbital_count, pyscf_atoms, scf_attrs
 
 #: overlap below which distant images may be folded onto the stored blocks
@@ -334,6 +334,18 @@ def translation_bohr(shift, lattice: np.ndarray) -> np.ndarray:
     return np.asarray(shift, dtype=np.float64) @ lattice / pyscf_bohr_to_angstrom()  # [3]
 
 
+def blocks_within(atoms: Atoms, fock: "RealSpaceFock", nao: np.ndarray, radius: float,
+                  mol=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Pairs within ``radius`` Å, their H blocks (Hartree) from ``fock`` and, given the
+    cell's ``mol``, their exact S blocks (else None)."""
+    lattice = np.asarray(atoms.cell[:], dtype=np.float64)
+    pairs = pair_list(atoms, radius)  # [n_pairs, 5]
+    h = gather_blocks(lambda r: fock.at(translation_bohr(r, lattice)), pairs, nao)
+    s = None if mol is None else gather_blocks(
+        lambda r: overlap_at(mol, translation_bohr(r, lattice)), pairs, nao)
+    return pairs, h, s
+
+
 class FloorProbe:
     """Untruncated H(k) and exact S(k) at a sample of the band mesh, to score cut blocks.
 
@@ -371,8 +383,7 @@ class FloorProbe:
     def cut_max_error(self, pairs, h_flat_ev, true_bands, fermi: float) -> float:
         """Largest error (meV) within the window of H cut at ``pairs``, S exact."""
         cut = generalised_bands(self.bloch(pairs, h_flat_ev), self.s_exact)
-        inside = np.abs(true_bands - fermi) <= FLOOR_WINDOW_EV
-        return float(np.abs(cut - true_bands)[inside].max()) * EV_TO_MEV
+        return band_error(cut, true_bands, fermi, None)[1]
 
 
 #: step (Å) of the search for the cutoff a floor tolerance needs
@@ -433,12 +444,7 @@ def crystal_record(
     check_orbital_count(name, basis, atoms.numbers, pcell.cell.nao)
     nao = basis.nao_per_atom(atoms.numbers)
 
-    def h_blocks(radius: float) -> tuple[np.ndarray, np.ndarray]:
-        pairs = pair_list(atoms, radius)  # [n_pairs, 5]
-        return pairs, gather_blocks(lambda r: fock.at(translation_bohr(r, lattice)), pairs, nao)
-
-    pairs, h_flat = h_blocks(cutoff)
-    s_flat = gather_blocks(lambda r: overlap_at(mol, translation_bohr(r, lattice)), pairs, nao)
+    pairs, h_flat, s_flat = blocks_within(atoms, fock, nao, cutoff, mol)
     attrs = scf_attrs(mf, name, xc, pcell.cell.nelectron, time.perf_counter() - start)
     attrs.update(cutoff=float(cutoff), kmesh=np.asarray(kmesh, dtype=np.int64),
                  band_kmesh=np.asarray(caller_mesh(mesh, pcell.order), dtype=np.int64),
@@ -453,7 +459,7 @@ def crystal_record(
     if floor_tol is not None and floor.max_meV > floor_tol:
         needed = None
         for radius in np.arange(cutoff + _CUTOFF_STEP, reach + 1e-9, _CUTOFF_STEP):
-            wider, h_wider = h_blocks(float(radius))
+            wider, h_wider, _ = blocks_within(atoms, fock, nao, float(radius))
             if probe.cut_max_error(wider, h_wider * HARTREE_TO_EV, true_bands, fermi) <= floor_tol:
                 needed = float(radius)
                 break
