@@ -110,9 +110,20 @@ def model_bands(model, atoms, kpts_frac: np.ndarray, overlap_tol: float = OVERLA
                                     overlap_tol, name)
 
 
+def exact_overlap(atoms, basis: Basis, overlap_tol: float = OVERLAP_TOL
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Block-sparse exact S(R) of a periodic ``atoms``: every pair whose overlap can exceed
+    ``overlap_tol``, as ``(pairs, flat)``."""
+    from .infer.overlap import IntegralModel
+
+    numbers = atoms.numbers
+    exact = IntegralModel(basis, "overlap", tol=overlap_tol).with_cutoff_for(numbers)
+    return exact.predict(numbers, atoms.positions, np.asarray(atoms.cell[:]), atoms.pbc)
+
+
 def bands_with_exact_overlap(h_pairs: np.ndarray, h_flat: np.ndarray, atoms, basis: Basis,
                              kpts_frac: np.ndarray, overlap_tol: float = OVERLAP_TOL,
-                             name: str = "band structure") -> np.ndarray:
+                             name: str = "band structure", overlap=None) -> np.ndarray:
     """Bands in eV from block-sparse H(R) (any pair list) and the exact S(R) of ``atoms``.
 
     Args:
@@ -123,14 +134,10 @@ def bands_with_exact_overlap(h_pairs: np.ndarray, h_flat: np.ndarray, atoms, bas
         kpts_frac: fractional k-points.                            # [n_k, 3]
         overlap_tol: S(R) blocks are computed for every pair whose overlap can exceed this.
         name: used in errors.
+        overlap: ``(pairs, flat)`` from :func:`exact_overlap`, to reuse for several H.
     """
-    from .infer.overlap import IntegralModel
-
-    numbers, positions = atoms.numbers, atoms.positions
-    cell, pbc = np.asarray(atoms.cell[:]), atoms.pbc
-    exact = IntegralModel(basis, "overlap", tol=overlap_tol).with_cutoff_for(numbers)
-    s_pairs, s_flat = exact.predict(numbers, positions, cell, pbc)
-    nao = basis.nao_per_atom(numbers)
+    s_pairs, s_flat = exact_overlap(atoms, basis, overlap_tol) if overlap is None else overlap
+    nao = basis.nao_per_atom(atoms.numbers)
     kpts_frac = np.atleast_2d(np.asarray(kpts_frac, dtype=np.float64))
     return _solve(lambda k: bloch_sum(h_pairs, h_flat, nao, k),
                   lambda k: bloch_sum(s_pairs, s_flat, nao, k), kpts_frac, name)

@@ -150,17 +150,18 @@ def score_against_truth(record: HamiltonianRecord, predicted: np.ndarray, basis
 
     Both block sets are solved with the exact lattice-summed S, as at inference.
     """
-    from .bands import bands_with_exact_overlap
+    from .bands import bands_with_exact_overlap, exact_overlap
     from .dft.floor import band_error
 
     if record.reference_bands is None or not np.asarray(record.pbc).any():
         return None
     atoms, kpts = record.to_atoms(), record.reference_kpts
     truth = np.asarray(record.reference_bands)  # [n_k, nao_cell]
+    overlap = exact_overlap(atoms, basis)  # computed once for both block sets
     cut = bands_with_exact_overlap(record.atom_pairs, record.hamiltonian, atoms, basis, kpts,
-                                   name=record.name)
+                                   name=record.name, overlap=overlap)
     ml = bands_with_exact_overlap(record.atom_pairs, predicted, atoms, basis, kpts,
-                                  name=record.name)
+                                  name=record.name, overlap=overlap)
     fermi = float(record.attrs["fermi_level"])
     n_occ = None if record.attrs.get("smearing") else int(record.attrs["n_electrons"]) // 2
     return TruthErrors(record.name, band_error(cut, truth, fermi, n_occ),
