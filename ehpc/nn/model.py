@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,14 @@ class BlockReadout(torch.nn.Module):
         self.scale.copy_(torch.as_tensor(per_slot[slot]))
 
 
+def block_multiplicity(basis: Basis, elements) -> int:
+    """The most copies of one irrep (L, parity) that any on-site or pair block of
+    ``elements`` holds: the fewest hidden channels whose linear readout can span them."""
+    ls = [basis.element(int(z)).ls for z in elements]
+    return max(mul for la in ls for lb in ls
+               for mul, _ in pair_block_spec(la, lb).irreps)
+
+
 class HamiltonianModel(torch.nn.Module):
     """E(3)-equivariant network predicting H_ij(R) blocks for any elements of a basis.
 
@@ -123,12 +132,17 @@ class HamiltonianModel(torch.nn.Module):
         elements: atomic numbers the model handles.
         cutoff: edge cutoff in Å; pairs farther apart get no block.
         n_layers: message-passing rounds.
-        channels: multiplicity of every hidden irrep.
+        channels: multiplicity of every hidden irrep; raised to
+            :func:`block_multiplicity` when smaller, since a block readout maps ``channels``
+            copies of each irrep linearly onto the copies its blocks need, and fewer cannot
+            span them (Si in gth-dzvp-molopt-sr needs 12 copies of 1o).
         lmax: highest hidden angular momentum; at least the largest L of any block.
         sh_lmax: highest spherical harmonic of the edge direction.
         n_radial: Bessel functions in the radial basis.
         radial_hidden: width of the radial networks.
         envelope_power: order of the polynomial cutoff envelope.
+        widen: raise ``channels`` to :func:`block_multiplicity` (False rebuilds a saved
+            architecture exactly).
 
     Example:
         >>> model = HamiltonianModel(Basis("sto-3g"), [1, 8], cutoff=4.0)   # doctest: +SKIP
@@ -136,7 +150,8 @@ class HamiltonianModel(torch.nn.Module):
         ...                               atoms.cell[:], atoms.pbc)          # doctest: +SKIP
     """
 
-    def __init__(self, basis: Basis, elements, cutoff: float, n_layers: int = 3, **hparams):
+    def __init__(self, basis: Basis, elements, cutoff: float, n_layers: int = 3,
+                 widen: bool = True, **hparams):
         super().__init__()
         unknown = set(hparams) - set(DEFAULT_HPARAMS)
         if unknown:
@@ -157,6 +172,12 @@ class HamiltonianModel(torch.nn.Module):
             )
         if hp["sh_lmax"] is None:
             hp["sh_lmax"] = hp["lmax"]
+        need = block_multiplicity(basis, self.elements)
+        if widen and hp["channels"] < need:
+            warnings.warn(
+                f"channels raised from {hp['channels']} to {need}: basis {basis.name!r} blocks "
+                f"of {self._symbols()} need {need} copies of one irrep", stacklevel=2)
+            hp["channels"] = need
         self.hparams = hp
 
         n_species = len(self.elements)
@@ -220,7 +241,8 @@ class HamiltonianModel(torch.nn.Module):
             )
         basis = Basis(meta["basis"], meta.get("pseudo") or None)
         hparams = meta.get("hparams", {})
-        return cls(basis, meta["elements"], meta["cutoff"], meta["n_layers"], **hparams)
+        return cls(basis, meta["elements"], meta["cutoff"], meta["n_layers"], widen=False,
+                   **hparams)
 
     @classmethod
     def for_dataset(cls, source, cutoff: float, elements=None, **hparams) -> "HamiltonianModel":

@@ -84,3 +84,31 @@ def test_scalar_components_hold_a_spherical_atom():
 def test_transpose_index():
     block = np.arange(12.0).reshape(3, 4)
     np.testing.assert_array_equal(block.ravel()[transpose_index(3, 4)], block.T.ravel())
+
+
+def test_block_multiplicity_counts_the_couplings_of_a_d_basis():
+    # Si in gth-dzvp-molopt-sr has radial functions l = (0, 0, 1, 1, 2); the 1o copies of
+    # a Si-Si block come from s-p (2 x 2, twice) and p-d (2 x 1, twice): 8 + 4 = 12
+    from ehpc.nn.model import block_multiplicity
+
+    assert Basis("gth-dzvp-molopt-sr").element(14).ls == (0, 0, 1, 1, 2)
+    assert block_multiplicity(Basis("gth-dzvp-molopt-sr"), [14]) == 12
+    assert block_multiplicity(Basis("gth-szv"), [14]) == 2  # s-p and p-s
+
+
+@pytest.mark.filterwarnings("ignore:channels raised")
+def test_every_block_is_reachable_by_the_readout_of_a_narrow_model():
+    # whatever `channels` asks for, the readout's image must be the whole block space:
+    # a linear map from too few copies of an irrep cannot span the blocks' copies of it
+    import torch
+
+    from ehpc.nn.model import HamiltonianModel
+
+    torch.manual_seed(0)
+    model = HamiltonianModel(Basis("gth-dzvp-molopt-sr"), [14], cutoff=4.0, n_layers=1,
+                             channels=4).double()
+    for readout in [*model.offsite.values(), *model.onsite.values()]:
+        x = torch.randn(400, readout.linear.irreps_in.dim, dtype=torch.float64)
+        with torch.no_grad():
+            y = readout(x) - readout(torch.zeros_like(x[:1]))  # [400, 169], shift removed
+        assert np.linalg.matrix_rank(y.numpy()) == readout.spec.irreps.dim == 169
