@@ -52,7 +52,8 @@ class InferenceOptions:
             gapless bisection stops at a bracket this narrow.
         fermi_method: ``"window"`` (shift-and-invert windows placed by inertia) or
             ``"bisection"`` (inertia bisection, then one window).
-        fermi_guess: first shift σ₀ in eV (None: from the diagonal of H and S).
+        fermi_guess: first shift σ₀ in eV (None: from the diagonal of H and S, moved by the
+            model's ``fermi_offset_eV`` when it has one).
         charge: total charge (electrons removed).
         device: torch device for the model (None: ``cuda:local_rank % n_gpus`` or cpu).
         dtype: torch dtype for the model (None: the model's own).
@@ -260,7 +261,8 @@ def run_inference(
                 check_overlap(counter, options.overlap_floor)
                 result.fermi, result.states = near_fermi(
                     hamiltonian, overlap, counter, n_occupied, options.nev, options.fermi_guess,
-                    options.fermi_tol, options.fermi_method, options.eigenvectors, log)
+                    options.fermi_tol, options.fermi_method, options.eigenvectors, log,
+                    start_offset=getattr(model, "fermi_offset_eV", None))
             finally:
                 counter.destroy()
         done("fermi")

@@ -144,6 +144,7 @@ def near_fermi(
     method: str = "window",
     eigenvectors: bool = False,
     log=None,
+    start_offset: float | None = None,
 ) -> tuple[NearFermi, Eigenstates]:
     """E_F, HOMO, LUMO and the ``nev`` states nearest E_F, whatever ``nev`` is.
 
@@ -152,12 +153,15 @@ def near_fermi(
         counter: inertia counter of (H, S) (used by the bisection path and fallback).
         n_occupied: states to fill.
         nev: states nearest E_F to return (the window solved may be wider).
-        sigma0: first shift in eV (None: :func:`initial_shift`).
+        sigma0: first shift in eV (None: :func:`initial_shift` plus ``start_offset``).
         tol: eV; levels closer than this are one degenerate level, and the bisection
             stops at a bracket this narrow.
         method: one of :data:`METHODS`.
         eigenvectors: also return this rank's rows of the eigenvectors.
         log: ``print``-like callable for progress lines.
+        start_offset: eV added to the on-site estimate when ``sigma0`` is None: how far E_F
+            lay above that estimate in the model's training structures
+            (``HamiltonianModel.fermi_offset_eV``).
     """
     if method not in METHODS:
         raise FermiError(f"--fermi-method {method!r}: choose one of {', '.join(METHODS)}")
@@ -165,7 +169,13 @@ def near_fermi(
                      log or (lambda *_: None))
     if method == "bisection":
         return search.bisect(rayleigh_bounds(hamiltonian, overlap), "bisection")
-    sigma = initial_shift(hamiltonian, overlap, n_occupied) if sigma0 is None else float(sigma0)
+    if sigma0 is not None:
+        sigma, source = float(sigma0), "--fermi-guess"
+    else:
+        sigma = initial_shift(hamiltonian, overlap, n_occupied) + (start_offset or 0.0)
+        source = "on-site estimate" + (f" {start_offset:+.3f} eV (model's training E_F)"
+                                       if start_offset else "")
+    search.log(f"     fermi: first shift {sigma:.4f} eV from the {source}")
     for _ in range(MAX_SHIFTS):
         found = search.attempt(sigma)
         if not isinstance(found, _Miss):

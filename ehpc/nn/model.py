@@ -116,6 +116,38 @@ class BlockReadout(torch.nn.Module):
         self.scale.copy_(torch.as_tensor(per_slot[slot]))
 
 
+def onsite_fermi_estimate(h_diagonal: np.ndarray, s_diagonal: np.ndarray,
+                          n_occupied: int) -> float:
+    """Where the on-site Rayleigh quotients ``H_ii / S_ii`` (a zero-hopping spectrum) put
+    the Fermi level: the midpoint of the ``n_occupied``-th and next smallest quotient.
+
+    ``ehpc.infer.window.initial_shift`` computes the same number on distributed matrices.
+    """
+    quotients = np.sort(np.asarray(h_diagonal) / np.asarray(s_diagonal))  # [nao]
+    n = int(np.clip(n_occupied, 1, len(quotients)))
+    return float(0.5 * (quotients[n - 1] + quotients[min(n, len(quotients) - 1)]))
+
+
+def record_fermi_offset(record: HamiltonianRecord, nao: np.ndarray) -> float | None:
+    """The record's E_F minus its :func:`onsite_fermi_estimate` (eV), or None when the
+    record lacks S, E_F or the electron count."""
+    attrs = record.attrs
+    if record.overlap is None or "fermi_level" not in attrs or "n_electrons" not in attrs:
+        return None
+    pairs = np.asarray(record.atom_pairs)
+    offsets = np.asarray(record.block_offsets)
+    onsite = np.flatnonzero((pairs[:, 3] == pairs[:, 4]) & ~pairs[:, :3].any(axis=1))
+    onsite = onsite[np.argsort(pairs[onsite, 3])]  # atom order
+    if len(onsite) != len(nao):
+        return None
+    diagonal = np.concatenate([offsets[p] + np.arange(nao[pairs[p, 3]]) * (nao[pairs[p, 3]] + 1)
+                               for p in onsite])  # [nao_cell] flat index of each H_ii
+    h = np.asarray(record.hamiltonian)[diagonal]
+    s = np.asarray(record.overlap)[diagonal]
+    n_occupied = int(round(float(attrs["n_electrons"]))) // 2
+    return float(attrs["fermi_level"]) - onsite_fermi_estimate(h, s, n_occupied)
+
+
 def block_multiplicity(basis: Basis, elements) -> int:
     """The most copies of one irrep (L, parity) that any on-site or pair block of
     ``elements`` holds: the fewest hidden channels whose linear readout can span them."""
@@ -202,6 +234,9 @@ class HamiltonianModel(torch.nn.Module):
         })
         self.register_buffer("avg_neighbours", torch.ones(()))
         self.register_buffer("has_statistics", torch.zeros((), dtype=torch.bool))
+        # E_F minus the on-site estimate, averaged over the training structures (NaN:
+        # unknown); ehpc-infer starts its E_F search there (ehpc.infer.window)
+        self.register_buffer("fermi_offset", torch.tensor(float("nan"), dtype=torch.float64))
         self.refresh_constants()
 
     # ------------------------------------------------------------------ description
@@ -296,7 +331,9 @@ class HamiltonianModel(torch.nn.Module):
         model = cls.from_metadata(json.loads(blob["metadata"]))
         dtype = next(v.dtype for v in blob["state_dict"].values() if v.is_floating_point())
         model.to(dtype=dtype)
-        model.load_state_dict(blob["state_dict"])
+        state = dict(blob["state_dict"])
+        state.setdefault("fermi_offset", model.fermi_offset)  # files written before it existed
+        model.load_state_dict(state)
         return model.to(device) if device is not None else model
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -340,8 +377,12 @@ class HamiltonianModel(torch.nn.Module):
         """Fit readout scales/shifts and the mean neighbour count to training records."""
         samples: dict[tuple[str, str], list[np.ndarray]] = {}
         n_edges, n_atoms = 0, 0
+        fermi_offsets = []
         for record in records:
             self.check_compatible(self.basis, record.numbers, record.name)
+            offset = record_fermi_offset(record, self.basis.nao_per_atom(record.numbers))
+            if offset is not None:
+                fermi_offsets.append(offset)
             graph = self.graph(record.numbers, record.positions, record.cell, record.pbc,
                                pairs=np.zeros((0, 5), np.int64), name=record.name)
             n_edges += graph.n_edges
@@ -368,7 +409,15 @@ class HamiltonianModel(torch.nn.Module):
             readout.set_statistics(readout.spec.to_irreps(np.concatenate(blocks)))
         if n_atoms:
             self.avg_neighbours.fill_(max(n_edges / n_atoms, 1.0))
+        if fermi_offsets:
+            self.fermi_offset.fill_(float(np.mean(fermi_offsets)))
         self.has_statistics.fill_(True)
+
+    @property
+    def fermi_offset_eV(self) -> float | None:
+        """E_F minus the on-site estimate of the training structures (None: unknown)."""
+        value = float(self.fermi_offset)
+        return value if np.isfinite(value) else None
 
     # ------------------------------------------------------------------ forward
 

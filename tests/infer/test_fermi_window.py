@@ -128,7 +128,10 @@ def _run(atoms, nev: int, **options):
     from ehpc.infer.assemble import gather_on_root
     from ehpc.infer.pipeline import InferenceOptions, run_inference
 
+    model_offset = options.pop("model_offset", None)
     model = random_si_model(cutoff=3.0, n_layers=1)
+    if model_offset is not None:  # as if set_statistics had met it in training structures
+        model.fermi_offset.fill_(model_offset)
     opts = InferenceOptions(nev=nev, dtype=torch.float64, device="cpu", **options)
     result = run_inference(atoms, model, opts)
     comm = PETSc.COMM_WORLD
@@ -173,6 +176,50 @@ def test_crystal_far_first_shift_and_two_factorisations_by_default():
     assert result.fermi.factorizations <= 2
     far, _ = _run(atoms, 3, fermi_guess=-50.0)  # wrong sign, below the whole spectrum
     assert abs(far.fermi.homo - dense[n - 1]) <= TOL and abs(far.fermi.lumo - dense[n]) <= TOL
+
+
+def test_model_fermi_offset_starts_in_the_gap_and_needs_one_factorisation():
+    """The search starts at the on-site estimate moved by the model's E_F offset: right, one
+    factorisation settles E_F, HOMO and LUMO; 8 eV off, more (dense eigh is the truth)."""
+    from ehpc.nn.model import onsite_fermi_estimate
+
+    atoms = si_crystal((2, 2, 2))
+    plain, dense = _run(atoms, 20)
+    n = plain.n_occupied
+    h, s = (plain.hamiltonian, plain.overlap)
+    from petsc4py import PETSc
+
+    from ehpc.infer.assemble import gather_on_root
+    comm = PETSc.COMM_WORLD
+    h = gather_on_root(h, plain.partition, comm).toarray()
+    s = gather_on_root(s, plain.partition, comm).toarray()
+    start = onsite_fermi_estimate(np.diag(h), np.diag(s), n)
+    midgap = 0.5 * (dense[n - 1] + dense[n])
+    informed, _ = _run(atoms, 20, model_offset=midgap - start)
+    assert informed.fermi.factorizations == 1
+    assert informed.fermi.shifts[0] == pytest.approx(midgap, abs=1e-9)
+    misled, _ = _run(atoms, 20, model_offset=midgap - start - 8.0)  # 8 eV too low
+    assert misled.fermi.shifts[0] == pytest.approx(midgap - 8.0, abs=1e-9)
+    assert misled.fermi.factorizations >= 2
+    for run in (informed, misled):
+        assert abs(run.fermi.homo - dense[n - 1]) <= TOL
+        assert abs(run.fermi.lumo - dense[n]) <= TOL
+
+
+def test_record_fermi_offset_of_a_hand_made_atom():
+    # one atom, on-site H = diag(-5, 1, 1, 1), S = 1: with 4 electrons (2 states) the
+    # on-site estimate is the midpoint of the 2nd and 3rd quotient, 1 eV; E_F 0.5 eV
+    from ehpc.io.dataset import HamiltonianRecord
+    from ehpc.nn.model import record_fermi_offset
+
+    record = HamiltonianRecord(
+        "atom", np.array([14]), np.zeros((1, 3)), np.eye(3) * 10, np.array([True] * 3),
+        np.zeros((1, 5), np.int64), np.array([0, 16]),
+        hamiltonian=np.diag([-5.0, 1.0, 1.0, 1.0]).ravel(), overlap=np.eye(4).ravel(),
+        attrs={"fermi_level": 0.5, "n_electrons": 4})
+    assert record_fermi_offset(record, np.array([4])) == pytest.approx(-0.5, abs=1e-12)
+    del record.attrs["fermi_level"]
+    assert record_fermi_offset(record, np.array([4])) is None
 
 
 def test_nev_above_orbital_count_refused_before_heavy_work():
