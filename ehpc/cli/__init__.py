@@ -8,11 +8,11 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
+
+from ..atomic import write_text
 
 #: exit status for bad input, as argparse uses for bad options
 USAGE_ERROR = 2
@@ -58,18 +58,8 @@ def check_xc(xc: str, option: str = "--xc") -> None:
                        "e.g. pbe, b3lyp, pbe0, 'lda,vwn'") from None
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` under a temporary name, then rename it into place.
-
-    A reader, or a rerun after a kill, sees the old file or the whole new one, never a
-    part.  Missing parent folders are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+#: text written atomically (kept here for the CLIs and bench/ that import it from ehpc.cli)
+write_atomic = write_text
 
 
 def run_main(

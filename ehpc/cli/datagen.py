@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import glob
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import numpy as np
 from ase import Atoms
 
 from .. import __version__
+from ..atomic import leftovers
 from ..basis import Basis
 from ..dft.floor import FLOOR_TOL_MEV
 from ..dft.scf import Smearing
@@ -268,8 +267,8 @@ def _finished_problem(path: Path, atoms: Atoms, args: argparse.Namespace,
 
 def _remove_partial_files(out_dir: Path, name: str) -> None:
     """Delete temporary files a killed job left for this structure (this chunk owns it)."""
-    for tmp in glob.glob(os.path.join(glob.escape(str(out_dir)), f".{glob.escape(name)}.h5.*.tmp")):
-        Path(tmp).unlink(missing_ok=True)
+    for tmp in leftovers(out_dir, f"{name}.h5"):
+        tmp.unlink(missing_ok=True)
 
 
 def _write_failure(

@@ -21,13 +21,12 @@ applies ``Q^T B Q`` and export ``Q B Q^T`` with the block-diagonal ``Q`` of each
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ..atomic import replacing
 from ..basis import MAX_L, Basis, BasisError
 from .dataset import HAMILTONIAN, OVERLAP, HamiltonianRecord, block_offsets
 
@@ -146,10 +145,8 @@ def export_deeph(
         )
     if folder.exists() and not overwrite:
         raise DeepHError(f"{folder}: already exists; remove it or pass overwrite")
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with replacing(folder) as tmp:  # a folder already there is replaced (overwrite)
+        tmp.mkdir()
         ls = _atom_ls(basis, record.numbers)
         _write_geometry(tmp, record, ls)
         _write_info(tmp, record, basis, convention, xc)
@@ -158,12 +155,6 @@ def export_deeph(
         for key, filename in MATRIX_FILES.items():
             if getattr(record, key) is not None:
                 _write_blocks(tmp / filename, record, key, nao, qs)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
     return folder
 
 

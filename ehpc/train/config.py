@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from ..atomic import write_text
 
 #: the sections of a config, in the order they are written
 SECTIONS = ("data", "model", "train", "log")
@@ -491,8 +492,4 @@ def dump_yaml(config: Config) -> str:
 
 def save_config(config: Config, path: str | Path) -> Path:
     """Write :func:`dump_yaml` atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(dump_yaml(config), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, dump_yaml(config))
