@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
+from .errors import UserError
+
 #: permutation taking physical (x, y, z) to the frame e3nn sees: r_e3nn = r[E3NN_FRAME]
 E3NN_FRAME = (1, 2, 0)
 
@@ -34,7 +36,7 @@ DEFAULT_GTH_PSEUDO = "gth-pbe"
 MAX_L = 5
 
 
-class BasisError(ValueError):
+class BasisError(UserError, ValueError):
     """An element or basis that the registry cannot provide."""
 
 

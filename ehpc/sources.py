@@ -27,6 +27,7 @@ from ase import Atoms
 
 from .atomic import replacing
 from .basis import Basis
+from .errors import UserError
 from .structure import StructureError, read_structures, validate
 from .units import BOHR_TO_ANGSTROM, BOLTZMANN_EV_PER_K, HARTREE_TO_EV
 
@@ -37,7 +38,7 @@ MAX_ATTEMPTS = 100
 RIGID_BODY_TOLERANCE = 1e-10
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A structure source that is misconfigured or cannot produce valid structures."""
 
 

@@ -20,6 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from ..errors import USER_ERRORS
 from ..infer.fermi import FERMI_TOLERANCE, OVERLAP_EIGENVALUE_FLOOR
 from ..infer.overlap import INTEGRAL_TOLERANCE
 from ..infer.predict import DEFAULT_CHUNK_ATOMS
@@ -215,23 +216,12 @@ def summary(fermi) -> list[str]:
     ]
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from ..infer.fermi import FermiError
-    from ..infer.overlap import IntegralError
-    from ..infer.pipeline import InputRefused, StructureMismatch
-    from ..infer.solve import SolveError
-    from . import user_errors
-
-    return (*user_errors(), FermiError, IntegralError, SolveError, StructureMismatch,
-            InputRefused)
-
-
 def _abort(err: BaseException) -> int:
     """Report ``err`` as this rank's and end the whole MPI job."""
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
-    user_error = isinstance(err, _user_errors())
+    user_error = isinstance(err, USER_ERRORS)
     if getattr(err, "collective", False):  # every rank raised it: no one waits, one line
         if world.Get_rank() == 0:
             message = " ".join(str(err).split())

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UserError
 from ..units import HARTREE_TO_EV
 
 #: occupation smearings PySCF offers
@@ -71,7 +72,7 @@ class Smearing:
         return float(brentq(excess, energies.min() - width, energies.max() + width, xtol=1e-14))
 
 
-class SCFNotConverged(RuntimeError):
+class SCFNotConverged(UserError, RuntimeError):
     """The SCF of one structure did not converge; callers keep it out of the dataset.
 
     Args:

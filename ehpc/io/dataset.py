@@ -22,6 +22,7 @@ from ase import Atoms
 from .. import __version__
 from ..atomic import replacing
 from ..basis import Basis
+from ..errors import UserError
 from ..units import FILE_UNITS
 
 SCHEMA_VERSION = 1
@@ -42,7 +43,7 @@ REFERENCE_KPTS = "reference_kpts"
 REFERENCE_BANDS = "reference_bands"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file that is missing, malformed, or does not match what is asked."""
 
 

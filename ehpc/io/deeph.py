@@ -28,6 +28,7 @@ import numpy as np
 
 from ..atomic import replacing
 from ..basis import MAX_L, Basis, BasisError
+from ..errors import UserError
 from .dataset import HAMILTONIAN, OVERLAP, HamiltonianRecord, block_offsets
 
 HAMILTONIANS_FILE = "hamiltonians.h5"
@@ -55,7 +56,7 @@ CONVENTIONS["ehpc"] = CONVENTIONS["pyscf"]
 CONVENTIONS["openmx"] = CONVENTIONS["deeph"]
 
 
-class DeepHError(ValueError):
+class DeepHError(UserError, ValueError):
     """A DeepH folder that is malformed or does not match the requested basis."""
 
 

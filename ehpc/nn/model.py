@@ -29,6 +29,7 @@ from e3nn import o3
 
 from .. import __version__
 from ..basis import E3NN_FRAME, Basis
+from ..errors import UserError
 from ..graph import receptive_cutoff
 from ..io.dataset import HamiltonianRecord
 from ..units import ENERGY_UNIT, LENGTH_UNIT
@@ -57,7 +58,7 @@ DEFAULT_CHUNK = 200_000
 _W3J_BUFFER = re.compile(r"_w3j_(\d+)_(\d+)_(\d+)$")
 
 
-class ModelCompatibilityError(ValueError):
+class ModelCompatibilityError(UserError, ValueError):
     """A structure or dataset whose basis or elements the model was not built for."""
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..atomic import leftovers, replacing
+from ..errors import UserError
 
 FORMAT = "ehpc-train-checkpoint"
 VERSION = 1
@@ -34,7 +35,7 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or from something else."""
 
 

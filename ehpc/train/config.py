@@ -28,12 +28,13 @@ from typing import Any, Literal
 import yaml
 
 from ..atomic import write_text
+from ..errors import UserError
 
 #: the sections of a config, in the order they are written
 SECTIONS = ("data", "model", "train", "log")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config key that is unknown, mistyped or out of range (the message names it)."""
 
 

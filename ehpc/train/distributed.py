@@ -37,6 +37,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..errors import UserError
+
 #: env var names per launcher: (rank, world size, local rank, recognised by)
 LAUNCHERS = {
     "torchrun": ("RANK", "WORLD_SIZE", "LOCAL_RANK", "WORLD_SIZE"),
@@ -54,7 +56,7 @@ SLURM_PORT_SPREAD = 1000
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 
 
-class DistributedError(RuntimeError):
+class DistributedError(UserError, RuntimeError):
     """A launch environment that is incomplete or inconsistent (the message says what to set)."""
 
 

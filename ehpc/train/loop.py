@@ -50,6 +50,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..atomic import write_text
+from ..errors import UserError
 from ..nn.data import collate
 from ..nn.model import HamiltonianModel
 from ..units import EV_TO_MEV
@@ -81,7 +82,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(UserError, ValueError):
     """The loss or gradient became NaN or infinite."""
 
 
