@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from ..atomic import replacing
-from ..basis import MAX_L, Basis, BasisError
+from ..basis import MAX_L, Basis, BasisError, atom_block_diag, signed_permutation
 from ..errors import UserError
 from .dataset import HAMILTONIAN, OVERLAP, HamiltonianRecord, block_offsets
 
@@ -69,22 +69,12 @@ def shell_matrix(l: int, convention: str) -> np.ndarray:
     if l not in CONVENTIONS[convention]:
         top = max(CONVENTIONS[convention])
         raise DeepHError(f"orbital convention {convention!r} has no l={l} shells (max l={top})")
-    perm, signs = CONVENTIONS[convention][l]
-    q = np.zeros((2 * l + 1, 2 * l + 1))
-    q[np.arange(2 * l + 1), perm] = signs
-    return q
+    return signed_permutation(*CONVENTIONS[convention][l])
 
 
 def atom_matrix(ls, convention: str) -> np.ndarray:
     """Block-diagonal Q for one atom's radial functions ``ls``.  # [nao, nao]"""
-    blocks = [shell_matrix(l, convention) for l in ls]
-    n = sum(len(b) for b in blocks)
-    out = np.zeros((n, n))
-    start = 0
-    for b in blocks:
-        out[start:start + len(b), start:start + len(b)] = b
-        start += len(b)
-    return out
+    return atom_block_diag(ls, lambda l: shell_matrix(l, convention))
 
 
 def pair_key(shift, i: int, j: int) -> str:
