@@ -123,7 +123,8 @@ class HamiltonianModel(torch.nn.Module):
         basis: the orbital basis of the training labels.
         elements: atomic numbers the model handles.
         cutoff: edge cutoff in Å; pairs farther apart get no block.
-        n_layers: message-passing rounds.
+        n_layers: message-passing rounds; no default here: the one default is
+            ``model.n_layers`` of the training config (``ehpc.train.config``).
         channels: multiplicity of every hidden irrep.
         lmax: highest hidden angular momentum; at least the largest L of any block.
         sh_lmax: highest spherical harmonic of the edge direction.
@@ -132,12 +133,12 @@ class HamiltonianModel(torch.nn.Module):
         envelope_power: order of the polynomial cutoff envelope.
 
     Example:
-        >>> model = HamiltonianModel(Basis("sto-3g"), [1, 8], cutoff=4.0)   # doctest: +SKIP
+        >>> model = HamiltonianModel(Basis("sto-3g"), [1, 8], cutoff=4.0, n_layers=2)  # doctest: +SKIP
         >>> pairs, blocks = model.predict(atoms.numbers, atoms.positions,
         ...                               atoms.cell[:], atoms.pbc)          # doctest: +SKIP
     """
 
-    def __init__(self, basis: Basis, elements, cutoff: float, n_layers: int = 3, **hparams):
+    def __init__(self, basis: Basis, elements, cutoff: float, n_layers: int, **hparams):
         super().__init__()
         unknown = set(hparams) - set(DEFAULT_HPARAMS)
         if unknown:
