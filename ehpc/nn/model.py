@@ -133,7 +133,8 @@ class HamiltonianModel(torch.nn.Module):
         envelope_power: order of the polynomial cutoff envelope.
 
     Example:
-        >>> model = HamiltonianModel(Basis("sto-3g"), [1, 8], cutoff=4.0, n_layers=2)  # doctest: +SKIP
+        >>> model = HamiltonianModel(Basis("sto-3g"), [1, 8], cutoff=4.0,
+        ...                          n_layers=2)                            # doctest: +SKIP
         >>> pairs, blocks = model.predict(atoms.numbers, atoms.positions,
         ...                               atoms.cell[:], atoms.pbc)          # doctest: +SKIP
     """
