@@ -29,7 +29,7 @@ from .. import __version__
 from ..atomic import leftovers
 from ..basis import Basis
 from ..dft.floor import FLOOR_TOL_MEV
-from ..dft.scf import Smearing
+from ..dft.scf import SCF_CONV_TOL, SCF_MAX_CYCLE, Smearing
 from ..io.dataset import Dataset, DatasetError, DatasetWriter
 from ..sources import check_unique_names, from_file, from_spec_file
 from ..structure import validate
@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="atom-pair cutoff of stored blocks, Å")
     level.add_argument("--kmesh", type=int, nargs=3, default=[1, 1, 1], metavar=("K1", "K2", "K3"),
                        help="k-point mesh of periodic cells")
-    level.add_argument("--max-cycle", type=int, default=100, help="SCF iteration limit")
-    level.add_argument("--conv-tol", type=float, default=1e-9, help="SCF energy tolerance, Hartree")
+    level.add_argument("--max-cycle", type=int, default=SCF_MAX_CYCLE, help="SCF iteration limit")
+    level.add_argument("--conv-tol", type=float, default=SCF_CONV_TOL,
+                       help="SCF energy tolerance, Hartree")
     level.add_argument("--smearing", default=None, metavar="METHOD:WIDTH_EV",
                        help="crystals: fractional occupations for metals and semimetals, "
                             "e.g. fermi:0.1 or gaussian:0.05 (width in eV)")

@@ -9,6 +9,10 @@ import numpy as np
 from ..errors import UserError
 from ..units import HARTREE_TO_EV
 
+#: the SCF's default energy tolerance (Hartree) and iteration limit, for every labelling path
+SCF_CONV_TOL = 1e-9
+SCF_MAX_CYCLE = 100
+
 #: occupation smearings PySCF offers
 SMEARING_METHODS = ("fermi", "gaussian")
 
