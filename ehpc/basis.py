@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
+
+from .errors import UserError
 
 #: permutation taking physical (x, y, z) to the frame e3nn sees: r_e3nn = r[E3NN_FRAME]
 E3NN_FRAME = (1, 2, 0)
@@ -34,7 +37,7 @@ DEFAULT_GTH_PSEUDO = "gth-pbe"
 MAX_L = 5
 
 
-class BasisError(ValueError):
+class BasisError(UserError, ValueError):
     """An element or basis that the registry cannot provide."""
 
 
@@ -218,8 +221,7 @@ def angular_map(l: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
     m = m.T / np.abs(m).max()  # [e3nn, pyscf]
     perm = np.argmax(np.abs(m), axis=1)
     signs = np.sign(m[np.arange(2 * l + 1), perm])
-    q = np.zeros_like(m)
-    q[np.arange(2 * l + 1), perm] = signs
+    q = signed_permutation(perm, signs)
     if len(set(perm.tolist())) != 2 * l + 1 or np.abs(m - q).max() > 1e-8:
         raise AssertionError(f"PySCF and e3nn l={l} harmonics are not a signed permutation")
     return tuple(int(p) for p in perm), tuple(float(s) for s in signs)
@@ -227,10 +229,32 @@ def angular_map(l: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
 
 def angular_matrix(l: int) -> np.ndarray:
     """Q_l with ``Y_e3nn = Q_l @ Y_pyscf`` (orthogonal signed permutation)."""
-    perm, signs = angular_map(l)
-    q = np.zeros((2 * l + 1, 2 * l + 1))
-    q[np.arange(2 * l + 1), perm] = signs
+    return signed_permutation(*angular_map(l))
+
+
+def signed_permutation(perm, signs) -> np.ndarray:
+    """Q with ``(Q @ v)[k] = signs[k] * v[perm[k]]``: one shell's change of order and sign."""
+    n = len(perm)
+    q = np.zeros((n, n))  # [n, n]
+    q[np.arange(n), np.asarray(perm, dtype=np.int64)] = signs
     return q
+
+
+def atom_block_diag(ls, shell: Callable[[int], np.ndarray]) -> np.ndarray:
+    """One atom's block-diagonal matrix, ``shell(l)`` per radial function of ``ls``.
+
+    With ``shell = angular_matrix`` it is the atom's PySCF -> e3nn signed permutation;
+    DeepH's orbital conventions and the Wigner D of a rotation are built the same way.
+    """
+    blocks = [shell(l) for l in ls]
+    n = sum(b.shape[0] for b in blocks)
+    out = np.zeros((n, n))  # [nao, nao]
+    start = 0
+    for b in blocks:
+        k = b.shape[0]
+        out[start : start + k, start : start + k] = b
+        start += k
+    return out
 
 
 def frame_matrix() -> np.ndarray:
@@ -240,8 +264,7 @@ def frame_matrix() -> np.ndarray:
 
 def pyscf_to_e3nn(ls) -> np.ndarray:
     """Block-diagonal matrix taking one atom's PySCF AO vector to e3nn order."""
-    blocks = [angular_matrix(l) for l in ls]
-    return _block_diag(blocks)
+    return atom_block_diag(ls, angular_matrix)
 
 
 def e3nn_wigner_d(l: int, rotation: np.ndarray) -> np.ndarray:
@@ -283,15 +306,4 @@ def _fit_points() -> np.ndarray:
 
 def atom_rotation(ls, rotation: np.ndarray) -> np.ndarray:
     """Block-diagonal D(R) for one atom's orbitals in PySCF order."""
-    return _block_diag([wigner_d(l, rotation) for l in ls])
-
-
-def _block_diag(blocks) -> np.ndarray:
-    n = sum(b.shape[0] for b in blocks)
-    out = np.zeros((n, n))
-    start = 0
-    for b in blocks:
-        k = b.shape[0]
-        out[start : start + k, start : start + k] = b
-        start += k
-    return out
+    return atom_block_diag(ls, lambda l: wigner_d(l, rotation))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import replacing
+
 #: Gaussian broadening (eV) of the density of states
 DOS_SIGMA_EV = 0.05
 #: most points drawn in a parity plot (a random subset above that)
@@ -93,13 +95,10 @@ def density_of_states(eigenvalues: np.ndarray, fermi: float, path: str | Path, t
 
 
 def _save(fig, path: str | Path) -> Path:
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp)
-    _pyplot().close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        with replacing(path, suffix=".png") as tmp:  # matplotlib picks the format from the name
+            fig.savefig(tmp)
+    finally:
+        _pyplot().close(fig)
+    return Path(path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,7 +25,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from .atomic import replacing
 from .basis import Basis
+from .errors import UserError
 from .structure import StructureError, read_structures, validate
 from .units import BOHR_TO_ANGSTROM, BOLTZMANN_EV_PER_K, HARTREE_TO_EV
 
@@ -37,7 +38,7 @@ MAX_ATTEMPTS = 100
 RIGID_BODY_TOLERANCE = 1e-10
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A structure source that is misconfigured or cannot produce valid structures."""
 
 
@@ -406,11 +407,8 @@ def _default_spin(atoms: Atoms, charge: int) -> int:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------

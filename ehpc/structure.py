@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from .errors import UserError
 from .units import MIN_INTERATOMIC_DISTANCE
 
 
-class StructureError(ValueError):
+class StructureError(UserError, ValueError):
     """A structure that cannot be used, with the reason and its name."""
 
 

@@ -1,46 +1,34 @@
 """Console scripts: one module per command, ``main(argv)`` parses and ``run(args)`` works.
 
-Bad input (a broken structure, a missing file, a wrong option value) ends the command
-with one line ``<prog>: error: <message>`` on stderr and exit status 2, never a traceback;
-anything else is a bug and keeps its traceback.
+Bad input (a broken structure, a missing file, a wrong option value: any
+:class:`ehpc.errors.UserError`, or an ``OSError``) ends the command with one line
+``<prog>: error: <message>`` on stderr and exit status 2, never a traceback; anything
+else is a bug and keeps its traceback.  ``run_main`` is that one place for the plain
+scripts; ``ehpc-train`` and ``ehpc-infer`` apply the same :data:`ehpc.errors.USER_ERRORS`
+per MPI rank.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
+
+from ..atomic import write_text
+from ..errors import USER_ERRORS, UserError
 
 #: exit status for bad input, as argparse uses for bad options
 USAGE_ERROR = 2
 
 
-class CLIError(ValueError):
+class CLIError(UserError, ValueError):
     """An option value that is well-formed but unusable (e.g. ``--chunk`` past ``--n-chunks``)."""
 
 
 def summary(doc: str) -> str:
     """First line of a module docstring, without reST markup, for ``--help``."""
     return doc.strip().splitlines()[0].replace("``", "")
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "the input is wrong", not "ehpc is wrong"."""
-    from ..basis import BasisError
-    from ..dft import SCFNotConverged
-    from ..dft.floor import TruncationFloorError
-    from ..io.dataset import DatasetError
-    from ..io.deeph import DeepHError
-    from ..io.splits import SplitError
-    from ..nn.model import ModelCompatibilityError
-    from ..sources import SourceError
-    from ..structure import StructureError
-
-    return (CLIError, StructureError, BasisError, SourceError, DatasetError, DeepHError, SplitError,
-            ModelCompatibilityError, SCFNotConverged, TruncationFloorError, OSError)
 
 
 def check_xc(xc: str, option: str = "--xc") -> None:
@@ -58,18 +46,8 @@ def check_xc(xc: str, option: str = "--xc") -> None:
                        "e.g. pbe, b3lyp, pbe0, 'lda,vwn'") from None
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` under a temporary name, then rename it into place.
-
-    A reader, or a rerun after a kill, sees the old file or the whole new one, never a
-    part.  Missing parent folders are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+#: text written atomically (kept here for the CLIs and bench/ that import it from ehpc.cli)
+write_atomic = write_text
 
 
 def run_main(
@@ -92,7 +70,7 @@ def run_main(
         return int(exit_.code or 0)
     try:
         return int(run(args))
-    except user_errors() as err:
+    except USER_ERRORS as err:
         message = " ".join(str(err).split())
         print(f"{prog}: error: {message}", file=sys.stderr)
         return USAGE_ERROR

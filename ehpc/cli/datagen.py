@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import glob
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -28,9 +26,10 @@ import numpy as np
 from ase import Atoms
 
 from .. import __version__
+from ..atomic import leftovers
 from ..basis import Basis
 from ..dft.floor import FLOOR_TOL_MEV
-from ..dft.scf import Smearing
+from ..dft.scf import SCF_CONV_TOL, SCF_MAX_CYCLE, Smearing
 from ..io.dataset import Dataset, DatasetError, DatasetWriter
 from ..sources import check_unique_names, from_file, from_spec_file
 from ..structure import validate
@@ -59,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="atom-pair cutoff of stored blocks, Å")
     level.add_argument("--kmesh", type=int, nargs=3, default=[1, 1, 1], metavar=("K1", "K2", "K3"),
                        help="k-point mesh of periodic cells")
-    level.add_argument("--max-cycle", type=int, default=100, help="SCF iteration limit")
-    level.add_argument("--conv-tol", type=float, default=1e-9, help="SCF energy tolerance, Hartree")
+    level.add_argument("--max-cycle", type=int, default=SCF_MAX_CYCLE, help="SCF iteration limit")
+    level.add_argument("--conv-tol", type=float, default=SCF_CONV_TOL,
+                       help="SCF energy tolerance, Hartree")
     level.add_argument("--smearing", default=None, metavar="METHOD:WIDTH_EV",
                        help="crystals: fractional occupations for metals and semimetals, "
                             "e.g. fermi:0.1 or gaussian:0.05 (width in eV)")
@@ -268,8 +268,8 @@ def _finished_problem(path: Path, atoms: Atoms, args: argparse.Namespace,
 
 def _remove_partial_files(out_dir: Path, name: str) -> None:
     """Delete temporary files a killed job left for this structure (this chunk owns it)."""
-    for tmp in glob.glob(os.path.join(glob.escape(str(out_dir)), f".{glob.escape(name)}.h5.*.tmp")):
-        Path(tmp).unlink(missing_ok=True)
+    for tmp in leftovers(out_dir, f"{name}.h5"):
+        tmp.unlink(missing_ok=True)
 
 
 def _write_failure(

@@ -8,12 +8,12 @@ train/validation/test partition of the names as ``/splits/<subset>`` in the outp
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import h5py
 
+from ..atomic import replacing
 from ..dft.floor import format_floor_summary, summarise_floors
 from ..io.dataset import STRUCTURES, Dataset, merge
 from ..io.splits import make_splits, parse_split, write_splits
@@ -54,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{PROG}: {len(failed)} structure(s) failed to label and are not included "
               f"(see {args.labels}/*{FAILED_SUFFIX})", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}.merge.tmp")
-    try:
+    with replacing(args.out) as tmp:
         merge(files, tmp)
         names = Dataset(tmp).names
         with h5py.File(tmp, "a") as f:  # the floor needs only each structure's attributes
@@ -66,9 +64,6 @@ def run(args: argparse.Namespace) -> int:
         if sizes is not None:
             splits = make_splits(names, sizes, seed=args.seed)
             write_splits(tmp, splits)
-        os.replace(tmp, args.out)
-    finally:
-        tmp.unlink(missing_ok=True)
     summary = f"{PROG}: merged {len(names)} structures into {args.out}"
     if sizes is not None:
         summary += " (" + ", ".join(f"{k}={len(v)}" for k, v in splits.items()) + ")"

@@ -20,6 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from ..errors import USER_ERRORS
 from ..infer.fermi import FERMI_TOLERANCE, OVERLAP_EIGENVALUE_FLOOR
 from ..infer.overlap import INTEGRAL_TOLERANCE
 from ..infer.predict import DEFAULT_CHUNK_ATOMS
@@ -103,6 +104,7 @@ def parse_supercell(spec: str):
 
 def load_structure(args: argparse.Namespace):
     """The structure of ``--structure`` or ``--supercell``, rattled if asked."""
+    from ..sources import rattle
     from ..structure import read_structures
     from . import CLIError
 
@@ -115,11 +117,7 @@ def load_structure(args: argparse.Namespace):
                 f"{args.structure}: holds {len(frames)} structures; ehpc-infer takes one per run"
             )
         atoms = frames[0]
-    if args.rattle:
-        name = atoms.info["name"]
-        atoms.rattle(stdev=args.rattle, seed=args.seed)  # same seed on every rank: same positions
-        atoms.info["name"] = name
-    return atoms
+    return rattle(atoms, args.rattle, seed=args.seed)  # same seed on every rank: same positions
 
 
 def init_petsc(petsc_options: list[str]) -> None:
@@ -145,6 +143,7 @@ _RANGES = {
 
 def validate_args(args: argparse.Namespace) -> None:
     """One line naming the option for any out-of-range or non-finite number."""
+    from ..sources import check_spread
     from . import CLIError
 
     for key, (low, high) in _RANGES.items():
@@ -153,8 +152,7 @@ def validate_args(args: argparse.Namespace) -> None:
             bound = f"between {low:g} and {high:g} (exclusive)" if math.isfinite(high) else \
                 "positive"
             raise CLIError(f"--{key.replace('_', '-')} must be {bound}, got {value}")
-    if not (math.isfinite(args.rattle) and args.rattle >= 0):
-        raise CLIError(f"--rattle must be zero or positive (Å), got {args.rattle}")
+    check_spread(args.rattle, "standard deviation (Å)", "--rattle")
     if args.fermi_guess is not None and not math.isfinite(args.fermi_guess):
         raise CLIError(f"--fermi-guess must be a finite energy in eV, got {args.fermi_guess}")
 
@@ -215,23 +213,12 @@ def summary(fermi) -> list[str]:
     ]
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from ..infer.fermi import FermiError
-    from ..infer.overlap import IntegralError
-    from ..infer.pipeline import InputRefused, StructureMismatch
-    from ..infer.solve import SolveError
-    from . import user_errors
-
-    return (*user_errors(), FermiError, IntegralError, SolveError, StructureMismatch,
-            InputRefused)
-
-
 def _abort(err: BaseException) -> int:
     """Report ``err`` as this rank's and end the whole MPI job."""
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
-    user_error = isinstance(err, _user_errors())
+    user_error = isinstance(err, USER_ERRORS)
     if getattr(err, "collective", False):  # every rank raised it: no one waits, one line
         if world.Get_rank() == 0:
             message = " ".join(str(err).split())

@@ -9,9 +9,9 @@ Hessian, computed with ``--basis``/``--xc`` and cached beside the output.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from ..atomic import replacing
 from ..basis import Basis
 from . import check_xc, run_main, summary
 
@@ -40,10 +40,8 @@ def run(args: argparse.Namespace) -> int:
     frames = from_spec_file(args.spec, basis, args.xc, cache_dir=cache)
     for atoms in frames:
         validate(atoms, atoms.info["name"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
-    ase.io.write(tmp, frames, format="extxyz")
-    os.replace(tmp, args.out)
+    with replacing(args.out) as tmp:
+        ase.io.write(tmp, frames, format="extxyz")
     print(f"{PROG}: wrote {len(frames)} structures to {args.out}")
     return 0
 

@@ -30,6 +30,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..errors import USER_ERRORS
+
 PROG = "ehpc-train"
 
 #: exit statuses: bad input (as argparse); a stop signal adds its number to SIGNAL_BASE
@@ -61,20 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config with every key's meaning, then exit")
     return parser
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean the input (config, data, model file, launch) is wrong."""
-    from ..nn.data import GraphError
-    from ..nn.model import ModelCompatibilityError
-    from ..train.checkpoint import CheckpointError
-    from ..train.config import ConfigError
-    from ..train.distributed import DistributedError
-    from ..train.loop import TrainingDiverged
-    from . import user_errors as common
-
-    return common() + (ConfigError, CheckpointError, ModelCompatibilityError, GraphError,
-                       DistributedError, TrainingDiverged)
 
 
 # ---------------------------------------------------------------------- set-up phases
@@ -299,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     config, error = None, None
     try:
         config = resolve_config(args)
-    except user_errors() as err:
+    except USER_ERRORS as err:
         error = err
     dist = init_distributed(config.train.device if config is not None else "cpu")
     try:
@@ -407,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print(f"{PROG}: {stop}", file=sys.stderr)
         return SIGNAL_BASE + int(stop.signum)
-    except user_errors() as err:
+    except USER_ERRORS as err:
         from ..train.distributed import DistributedError
 
         own = getattr(err, "failed_rank", None)

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from ase import Atoms
 
 from ..basis import Basis
@@ -18,18 +20,12 @@ from .scf import SCFNotConverged, Smearing, pyscf_version
 __all__ = ["SCFNotConverged", "Smearing", "TruncationFloorError", "label_crystal",
            "label_molecule", "label_structure", "pyscf_version"]
 
+#: the options of label_structure a molecule uses (the others are about k-points and cells)
+MOLECULE_OPTIONS = ("conv_tol", "max_cycle")
+
 
 def label_structure(
-    atoms: Atoms,
-    basis: Basis,
-    xc: str,
-    cutoff: float,
-    name: str,
-    kmesh=(1, 1, 1),
-    conv_tol: float = 1e-9,
-    max_cycle: int = 100,
-    smearing: Smearing | None = None,
-    floor_tol: float | None = None,
+    atoms: Atoms, basis: Basis, xc: str, cutoff: float, name: str, **options
 ) -> HamiltonianRecord:
     """Kohn-Sham H (eV) and S blocks of every atom pair closer than ``cutoff`` Å.
 
@@ -39,17 +35,18 @@ def label_structure(
         xc: PySCF functional name, e.g. ``"pbe"``.
         cutoff: pair radius in Å; both directions and the on-site pairs are stored.
         name: structure name, used in the record and in every error.
-        kmesh: SCF k-mesh for crystals (ignored for molecules).
-        conv_tol: SCF energy tolerance in Hartree.
-        max_cycle: SCF iteration limit.
-        smearing: crystals: fractional occupations for metals and semimetals.
-        floor_tol: crystals: largest truncation floor (meV) accepted; None accepts any.
+        **options: keywords of :func:`label_crystal` (``kmesh``, ``conv_tol``,
+            ``max_cycle``, ``smearing``, ``floor_tol``, ...), whose defaults are the ones;
+            a molecule takes only ``conv_tol`` and ``max_cycle`` and ignores the rest.
 
     Raises:
         SCFNotConverged: the SCF did not converge; the structure should be left out.
         TruncationFloorError: a crystal's cutoff costs more than ``floor_tol``.
     """
+    unknown = set(options) - set(inspect.signature(label_crystal).parameters)
+    if unknown:  # a misspelt option must not be dropped silently for a molecule
+        raise TypeError(f"label_structure: unknown options {sorted(unknown)}")
     if atoms.pbc.any():
-        return label_crystal(atoms, basis, xc, cutoff, name, kmesh, conv_tol, max_cycle,
-                             smearing=smearing, floor_tol=floor_tol)
-    return label_molecule(atoms, basis, xc, cutoff, name, conv_tol, max_cycle)
+        return label_crystal(atoms, basis, xc, cutoff, name, **options)
+    molecular = {k: v for k, v in options.items() if k in MOLECULE_OPTIONS}
+    return label_molecule(atoms, basis, xc, cutoff, name, **molecular)

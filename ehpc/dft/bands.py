@@ -19,7 +19,7 @@ from ..bands import bands_with_exact_overlap
 from ..basis import Basis
 from ..units import HARTREE_TO_EV
 from .periodic import build_cell, crystal_record, fock_at_kpts, run_krks
-from .scf import frontier_levels, midgap
+from .scf import SCF_CONV_TOL, SCF_MAX_CYCLE, frontier_levels, midgap
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ def dft_bands(
     kmesh,
     kpts_frac: np.ndarray,
     name: str = "band structure",
-    conv_tol: float = 1e-9,
-    max_cycle: int = 100,
+    conv_tol: float = SCF_CONV_TOL,
+    max_cycle: int = SCF_MAX_CYCLE,
     cutoff: float | None = None,
 ) -> ReferenceBands:
     """Kohn-Sham bands of a periodic ``atoms`` at fractional k-points.

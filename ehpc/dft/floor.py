@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.linalg
 
+from ..errors import UserError
 from ..units import EV_TO_MEV
 
 #: bands within this many eV of the Fermi level enter the floor
@@ -29,7 +30,7 @@ _FLOOR_FLOPS = 2.0e10
 _MAX_FLOOR_KPTS = 16
 
 
-class TruncationFloorError(ValueError):
+class TruncationFloorError(UserError, ValueError):
     """The pair cutoff costs more band accuracy than the tolerance allows."""
 
 

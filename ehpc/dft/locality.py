@@ -25,7 +25,7 @@ from ..units import HARTREE_TO_EV
 from .floor import band_error, generalised_bands
 from .periodic import (ALIAS_TOL, FloorProbe, RealSpaceFock, band_kmesh, blocks_within,
                        build_cell, caller_mesh, overlap_decay_radius, run_krks)
-from .scf import Smearing, scf_attrs
+from .scf import SCF_CONV_TOL, Smearing, scf_attrs
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class LocalityTable:
 
 def locality_table(atoms: Atoms, basis: Basis, cutoffs, kmesh=(4, 4, 4), xc: str = "pbe",
                    name: str = "reference", smearing: Smearing | None = None,
-                   conv_tol: float = 1e-9) -> LocalityTable:
+                   conv_tol: float = SCF_CONV_TOL) -> LocalityTable:
     """The floor of every cutoff in ``cutoffs`` (Å) for ``basis`` in the crystal ``atoms``."""
     start = time.perf_counter()
     cutoffs = sorted(float(c) for c in cutoffs)

@@ -16,7 +16,8 @@ from ase import Atoms
 from ..basis import Basis
 from ..io.dataset import HamiltonianRecord
 from .blocks import gather_blocks, make_record, pair_list
-from .scf import check_converged, check_orbital_count, pyscf_atoms, scf_attrs
+from .scf import (SCF_CONV_TOL, SCF_MAX_CYCLE, check_converged, check_orbital_count, pyscf_atoms,
+                  scf_attrs)
 
 #: PySCF's default atom-centred grid; finer levels make the labels more rotation-exact
 DEFAULT_GRID_LEVEL = 3
@@ -38,7 +39,7 @@ def build_molecule(atoms: Atoms, basis: Basis):
     )
 
 
-def run_rks(mol, xc: str, name: str, conv_tol: float = 1e-9, max_cycle: int = 100,
+def run_rks(mol, xc: str, name: str, conv_tol: float = SCF_CONV_TOL, max_cycle: int = SCF_MAX_CYCLE,
             grid_level: int = DEFAULT_GRID_LEVEL):
     """Converged restricted Kohn-Sham object; raises SCFNotConverged naming ``name``."""
     from pyscf import dft
@@ -58,8 +59,8 @@ def label_molecule(
     xc: str,
     cutoff: float,
     name: str,
-    conv_tol: float = 1e-9,
-    max_cycle: int = 100,
+    conv_tol: float = SCF_CONV_TOL,
+    max_cycle: int = SCF_MAX_CYCLE,
     grid_level: int = DEFAULT_GRID_LEVEL,
 ) -> HamiltonianRecord:
     """H (eV) and S blocks of every atom pair closer than ``cutoff`` Å.

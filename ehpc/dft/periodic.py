@@ -55,7 +55,8 @@ from ..units import HARTREE_TO_EV, pyscf_bohr_to_angstrom
 from .blocks import gather_blocks, make_record, pair_list
 from .floor import (TruncationFloor, band_error, check_floor, floor_kpoints, generalised_bands,
                     measure_floor)
-from .scf import Smearing, check_converged, check_orbital_count, pyscf_atoms, scf_attrs
+from .scf import (SCF_CONV_TOL, SCF_MAX_CYCLE, Smearing, check_converged, check_orbital_count,
+                  pyscf_atoms, scf_attrs)
 
 #: overlap below which distant images may be folded onto the stored blocks
 ALIAS_TOL = 1e-7
@@ -116,8 +117,8 @@ def build_cell(atoms: Atoms, basis: Basis, name: str, precision: float | None = 
     return PySCFCell(cell, order)
 
 
-def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = 1e-9,
-             max_cycle: int = 100, smearing: Smearing | None = None):
+def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = SCF_CONV_TOL,
+             max_cycle: int = SCF_MAX_CYCLE, smearing: Smearing | None = None):
     """Converged k-point restricted Kohn-Sham object with the multigrid integrator.
 
     A Γ-only mesh runs as a real-arithmetic RKS with PySCF's pair multigrid, about five
@@ -477,8 +478,8 @@ def label_crystal(
     cutoff: float,
     name: str,
     kmesh=(1, 1, 1),
-    conv_tol: float = 1e-9,
-    max_cycle: int = 100,
+    conv_tol: float = SCF_CONV_TOL,
+    max_cycle: int = SCF_MAX_CYCLE,
     precision: float | None = None,
     alias_tol: float = ALIAS_TOL,
     smearing: Smearing | None = None,

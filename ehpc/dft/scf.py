@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UserError
 from ..units import HARTREE_TO_EV
+
+#: the SCF's default energy tolerance (Hartree) and iteration limit, for every labelling path
+SCF_CONV_TOL = 1e-9
+SCF_MAX_CYCLE = 100
 
 #: occupation smearings PySCF offers
 SMEARING_METHODS = ("fermi", "gaussian")
@@ -71,7 +76,7 @@ class Smearing:
         return float(brentq(excess, energies.min() - width, energies.max() + width, xtol=1e-14))
 
 
-class SCFNotConverged(RuntimeError):
+class SCFNotConverged(UserError, RuntimeError):
     """The SCF of one structure did not converge; callers keep it out of the dataset.
 
     Args:

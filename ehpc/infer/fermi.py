@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UserError
+
 #: options prefix of the inertia factorisations
 PREFIX = "fermi_"
 
@@ -45,7 +47,7 @@ MAX_BISECTIONS = 200
 MAX_BRACKET = 1.0e6
 
 
-class FermiError(RuntimeError):
+class FermiError(UserError, RuntimeError):
     """The electron count cannot be placed (bad count, singular S, failed factorisation)."""
 
 

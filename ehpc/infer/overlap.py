@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..basis import Basis
+from ..errors import UserError
 from ..io.dataset import block_offsets
 from ..units import HARTREE_TO_EV, pyscf_bohr_to_angstrom
 
@@ -42,7 +43,7 @@ OPERATORS = {
 }
 
 
-class IntegralError(ValueError):
+class IntegralError(UserError, ValueError):
     """An integral request the basis or the geometry cannot satisfy."""
 
 

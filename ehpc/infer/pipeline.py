@@ -19,6 +19,7 @@ import numpy as np
 from ase import Atoms
 
 from .. import __version__
+from ..errors import UserError
 from ..structure import validate
 from .assemble import LocalPattern, assemble, local_pattern
 from .fermi import (
@@ -130,13 +131,13 @@ def structure_hash(atoms: Atoms, charge: int = 0) -> str:
     return digest.hexdigest()
 
 
-class StructureMismatch(ValueError):
+class StructureMismatch(UserError, ValueError):
     """Ranks read different structures; raised on every rank alike."""
 
     collective = True
 
 
-class InputRefused(ValueError):
+class InputRefused(UserError, ValueError):
     """Another rank refused the input (its own message is printed by rank 0's peer)."""
 
 

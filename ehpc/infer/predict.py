@@ -14,11 +14,10 @@ model runs on the periodic structure instead: the same blocks from the smaller g
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..io.dataset import block_offsets
+from ..launch import mpi_local_rank
 from .halo import SEARCH_SLACK, Halo
 from .partition import bisect, ranges_within
 
@@ -49,9 +48,9 @@ def select_device(local_rank: int | None = None) -> str:
 
 def node_local_rank() -> int:
     """This process's rank among the MPI processes on its node."""
-    for key in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"):
-        if key in os.environ:
-            return int(os.environ[key])
+    local = mpi_local_rank()
+    if local is not None:
+        return local
     from mpi4py import MPI
 
     return MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import UserError
+
 #: options prefix of the shift-and-invert factorisation (SLEPc's ST)
 ST_PREFIX = "st_"
 
@@ -27,7 +29,7 @@ ST_PREFIX = "st_"
 ST_INERTIA_DEFAULTS = {"mat_mumps_icntl_13": "1", "mat_mumps_icntl_24": "1"}
 
 
-class SolveError(RuntimeError):
+class SolveError(UserError, RuntimeError):
     """The eigensolver did not deliver the states asked for."""
 
 

@@ -16,7 +16,6 @@ appears last, after all rank files, so a file named ``<out>`` is always whole.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..atomic import replacing
 from ..basis import Basis
 from ..io import dataset as ds
 from ..units import FILE_UNITS
@@ -61,10 +61,6 @@ def rank_dir(out: Path) -> Path:
 
 def rank_file(out: Path, rank: int) -> Path:
     return rank_dir(out) / f"rank{rank:05d}.h5"
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def write_results(
@@ -115,8 +111,7 @@ def write_results(
         offsets = np.concatenate([offsets, [before[1] + sizes.sum()]])  # the total closes the list
 
     path = rank_file(out, rank)
-    tmp = _temporary(path)
-    with h5py.File(tmp, "w") as f:
+    with replacing(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(_PAIRS, data=np.asarray(part.atom_pairs, np.int64).reshape(-1, 5))
         f.create_dataset(_OFFSETS, data=offsets.astype(np.int64))
         for key, flat in ((_H, part.hamiltonian), (_S, part.overlap)):
@@ -129,7 +124,6 @@ def write_results(
         f.create_dataset(_MEMORY, data=np.asarray(stages.peak_bytes, np.int64))
         f.attrs["stages"] = json.dumps(stages.names)
         f.attrs["rank"] = rank
-    os.replace(tmp, path)
 
     shapes = comm.gather(
         {
@@ -163,9 +157,8 @@ def _write_master(out: Path, shapes: list[dict], header: dict) -> None:
     names = shapes[0]["stages"]
     if any(s["stages"] != names for s in shapes):
         raise RuntimeError("ranks recorded different pipeline stages")
-    tmp = _temporary(out)
     basis: Basis = header["basis"]
-    with h5py.File(tmp, "w") as f:
+    with replacing(out) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update({
             **basis.to_attrs(),
             **FILE_UNITS,
@@ -204,7 +197,6 @@ def _write_master(out: Path, shapes: list[dict], header: dict) -> None:
         partition = results.create_group(PARTITION)
         for key, value in header["partition"].items():
             partition.create_dataset(key, data=np.asarray(value))
-    os.replace(tmp, out)
 
 
 def _join(

@@ -20,7 +20,9 @@ import numpy as np
 from ase import Atoms
 
 from .. import __version__
+from ..atomic import replacing
 from ..basis import Basis
+from ..errors import UserError
 from ..units import FILE_UNITS
 
 SCHEMA_VERSION = 1
@@ -41,7 +43,7 @@ REFERENCE_KPTS = "reference_kpts"
 REFERENCE_BANDS = "reference_bands"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file that is missing, malformed, or does not match what is asked."""
 
 
@@ -138,9 +140,8 @@ class DatasetWriter:
     def __init__(self, path: str | Path, basis: Basis, xc: str, code: str = "pyscf", code_version: str = ""):
         self.path = Path(path)
         self.basis = basis
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self._tmp, "w")
+        self._target = replacing(self.path)
+        self._file = h5py.File(self._target.tmp, "w")
         attrs = {
             **basis.to_attrs(),
             **FILE_UNITS,
@@ -170,11 +171,11 @@ class DatasetWriter:
 
     def close(self) -> None:
         self._file.close()
-        os.replace(self._tmp, self.path)
+        self._target.commit()
 
     def abort(self) -> None:
         self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        self._target.discard()
 
 
 def write_record(group: h5py.Group, record: HamiltonianRecord) -> None:

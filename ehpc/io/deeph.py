@@ -21,14 +21,14 @@ applies ``Q^T B Q`` and export ``Q B Q^T`` with the block-diagonal ``Q`` of each
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from ..basis import MAX_L, Basis, BasisError
+from ..atomic import replacing
+from ..basis import MAX_L, Basis, BasisError, atom_block_diag, signed_permutation
+from ..errors import UserError
 from .dataset import HAMILTONIAN, OVERLAP, HamiltonianRecord, block_offsets
 
 HAMILTONIANS_FILE = "hamiltonians.h5"
@@ -56,7 +56,7 @@ CONVENTIONS["ehpc"] = CONVENTIONS["pyscf"]
 CONVENTIONS["openmx"] = CONVENTIONS["deeph"]
 
 
-class DeepHError(ValueError):
+class DeepHError(UserError, ValueError):
     """A DeepH folder that is malformed or does not match the requested basis."""
 
 
@@ -69,22 +69,12 @@ def shell_matrix(l: int, convention: str) -> np.ndarray:
     if l not in CONVENTIONS[convention]:
         top = max(CONVENTIONS[convention])
         raise DeepHError(f"orbital convention {convention!r} has no l={l} shells (max l={top})")
-    perm, signs = CONVENTIONS[convention][l]
-    q = np.zeros((2 * l + 1, 2 * l + 1))
-    q[np.arange(2 * l + 1), perm] = signs
-    return q
+    return signed_permutation(*CONVENTIONS[convention][l])
 
 
 def atom_matrix(ls, convention: str) -> np.ndarray:
     """Block-diagonal Q for one atom's radial functions ``ls``.  # [nao, nao]"""
-    blocks = [shell_matrix(l, convention) for l in ls]
-    n = sum(len(b) for b in blocks)
-    out = np.zeros((n, n))
-    start = 0
-    for b in blocks:
-        out[start:start + len(b), start:start + len(b)] = b
-        start += len(b)
-    return out
+    return atom_block_diag(ls, lambda l: shell_matrix(l, convention))
 
 
 def pair_key(shift, i: int, j: int) -> str:
@@ -146,10 +136,8 @@ def export_deeph(
         )
     if folder.exists() and not overwrite:
         raise DeepHError(f"{folder}: already exists; remove it or pass overwrite")
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with replacing(folder) as tmp:  # a folder already there is replaced (overwrite)
+        tmp.mkdir()
         ls = _atom_ls(basis, record.numbers)
         _write_geometry(tmp, record, ls)
         _write_info(tmp, record, basis, convention, xc)
@@ -158,12 +146,6 @@ def export_deeph(
         for key, filename in MATRIX_FILES.items():
             if getattr(record, key) is not None:
                 _write_blocks(tmp / filename, record, key, nao, qs)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
     return folder
 
 

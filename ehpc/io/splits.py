@@ -12,10 +12,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..errors import UserError
+
 SPLITS = "splits"
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """A split specification that cannot be satisfied."""
 
 

@@ -20,11 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import torch
 from e3nn import o3
 
-from ..basis import angular_matrix
+from ..basis import angular_matrix, atom_block_diag
 
 
 def parity(l1: int, l2: int) -> int:
@@ -129,16 +128,12 @@ def build_pair_block_spec(
         [np.repeat(np.asarray(slots[k]), 2 * k[0] + 1) for k in keys]
     ).astype(np.int64)  # [dim]
     # flat(Q_i^T H Q_j) = flat(H) @ kron(Q_i, Q_j)
-    w = w_e3nn @ np.kron(_block_diag(ls_i, angular), _block_diag(ls_j, angular))  # [dim, n_i * n_j]
+    q_i, q_j = atom_block_diag(ls_i, angular), atom_block_diag(ls_j, angular)
+    w = w_e3nn @ np.kron(q_i, q_j)  # [dim, n_i * n_j]
     scalar = np.concatenate(
         [np.full(len(rows[k]) * (2 * k[0] + 1), k == (0, 1)) for k in keys]
     )  # [dim]
     return PairBlockSpec(tuple(ls_i), tuple(ls_j), irreps, w, slot_of, scalar)
-
-
-def _block_diag(ls, angular: Callable[[int], np.ndarray]) -> np.ndarray:
-    """Per-atom PySCF -> e3nn matrix (``ehpc.basis.pyscf_to_e3nn`` for the default Q)."""
-    return scipy.linalg.block_diag(*[angular(l) for l in ls])
 
 
 def transpose_index(n1: int, n2: int) -> np.ndarray:

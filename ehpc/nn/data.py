@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from ..basis import Basis
+from ..errors import UserError
 from ..graph import neighbour_list
 from ..io.dataset import HamiltonianRecord, block_offsets
 
 
-class GraphError(ValueError):
+class GraphError(UserError, ValueError):
     """A structure or pair list the model cannot turn into blocks."""
 
 

@@ -30,6 +30,7 @@ from e3nn import o3
 
 from .. import __version__
 from ..basis import E3NN_FRAME, Basis
+from ..errors import UserError
 from ..graph import receptive_cutoff
 from ..io.dataset import HamiltonianRecord
 from ..units import ENERGY_UNIT, LENGTH_UNIT
@@ -58,7 +59,7 @@ DEFAULT_CHUNK = 200_000
 _W3J_BUFFER = re.compile(r"_w3j_(\d+)_(\d+)_(\d+)$")
 
 
-class ModelCompatibilityError(ValueError):
+class ModelCompatibilityError(UserError, ValueError):
     """A structure or dataset whose basis or elements the model was not built for."""
 
 
@@ -163,7 +164,8 @@ class HamiltonianModel(torch.nn.Module):
         basis: the orbital basis of the training labels.
         elements: atomic numbers the model handles.
         cutoff: edge cutoff in Å; pairs farther apart get no block.
-        n_layers: message-passing rounds.
+        n_layers: message-passing rounds; no default here: the one default is
+            ``model.n_layers`` of the training config (``ehpc.train.config``).
         channels: multiplicity of every hidden irrep; raised to
             :func:`block_multiplicity` when smaller, since a block readout maps ``channels``
             copies of each irrep linearly onto the copies its blocks need, and fewer cannot
@@ -177,12 +179,13 @@ class HamiltonianModel(torch.nn.Module):
             architecture exactly).
 
     Example:
-        >>> model = HamiltonianModel(Basis("sto-3g"), [1, 8], cutoff=4.0)   # doctest: +SKIP
+        >>> model = HamiltonianModel(Basis("sto-3g"), [1, 8], cutoff=4.0,
+        ...                          n_layers=2)                            # doctest: +SKIP
         >>> pairs, blocks = model.predict(atoms.numbers, atoms.positions,
         ...                               atoms.cell[:], atoms.pbc)          # doctest: +SKIP
     """
 
-    def __init__(self, basis: Basis, elements, cutoff: float, n_layers: int = 3,
+    def __init__(self, basis: Basis, elements, cutoff: float, n_layers: int,
                  widen: bool = True, **hparams):
         super().__init__()
         unknown = set(hparams) - set(DEFAULT_HPARAMS)

@@ -1,9 +1,9 @@
 """Training checkpoints that survive being killed at any moment.
 
-A checkpoint is written to a temporary file in the run folder, flushed to disk, and
-renamed over ``last.pt`` (or ``best.pt``) with ``os.replace``, which is atomic on POSIX
-file systems: a reader, or a run resumed after SIGKILL or a node failure, sees either
-the previous complete checkpoint or the new complete one, never a torn file.
+A checkpoint is written with :class:`ehpc.atomic.replacing` (a temporary file in the run
+folder, flushed to disk, renamed over ``last.pt`` or ``best.pt``): a reader, or a run
+resumed after SIGKILL or a node failure, sees either the previous complete checkpoint or
+the new complete one, never a torn file.
 
 Contents (all plain tensors, numbers and strings: ``torch.load(weights_only=True)``
 reads it without running pickled code):
@@ -20,21 +20,22 @@ reads it without running pickled code):
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import leftovers, replacing
+from ..errors import UserError
+
 FORMAT = "ehpc-train-checkpoint"
 VERSION = 1
 LAST = "last.pt"
 BEST = "best.pt"
-_TMP_SUFFIX = ".tmp"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or from something else."""
 
 
@@ -43,39 +44,16 @@ def atomic_save(obj, path: str | Path) -> Path:
 
     If saving fails the previous file at ``path`` is untouched and the temporary removed.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with replacing(path, durable=True) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete temporary checkpoint files left by a killed run; returns what was removed."""
     removed = []
     for name in (LAST, BEST):
-        for tmp in Path(folder).glob(f".{name}.*{_TMP_SUFFIX}"):
+        for tmp in leftovers(folder, name):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
@@ -207,11 +185,6 @@ def export_model(checkpoint: str | Path, out: str | Path, model=None) -> Path:
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(shadow[name])
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}{_TMP_SUFFIX}")
-    try:
+    with replacing(out) as tmp:
         model.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return Path(out)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,11 +27,14 @@ from typing import Any, Literal
 
 import yaml
 
+from ..atomic import write_text
+from ..errors import UserError
+
 #: the sections of a config, in the order they are written
 SECTIONS = ("data", "model", "train", "log")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config key that is unknown, mistyped or out of range (the message names it)."""
 
 
@@ -491,8 +493,4 @@ def dump_yaml(config: Config) -> str:
 
 def save_config(config: Config, path: str | Path) -> Path:
     """Write :func:`dump_yaml` atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(dump_yaml(config), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, dump_yaml(config))

@@ -1,15 +1,7 @@
 """One ``init_distributed()`` for torchrun, srun and mpirun launches, and rank-aware helpers.
 
-How each launcher announces a process's place (the first that matches wins):
-
-================  ===========================  =========================  ======================
-launcher          rank                         world size                 local rank
-================  ===========================  =========================  ======================
-torchrun          ``RANK``                     ``WORLD_SIZE``             ``LOCAL_RANK``
-srun              ``SLURM_PROCID``             ``SLURM_STEP_NUM_TASKS``   ``SLURM_LOCALID``
-Open MPI mpirun   ``OMPI_COMM_WORLD_RANK``     ``OMPI_COMM_WORLD_SIZE``   ``..._LOCAL_RANK``
-MPICH/Intel MPI   ``PMI_RANK``                 ``PMI_SIZE``               ``MPI_LOCALRANKID``
-================  ===========================  =========================  ======================
+How each launcher announces a process's place is the table in :mod:`ehpc.launch`
+(``LAUNCHERS``; the first that matches wins).
 
 srun is recognised by ``SLURM_STEP_NUM_TASKS``, which only srun sets: a batch script's
 own environment also has ``SLURM_PROCID=0`` and ``SLURM_NTASKS``, and a plain
@@ -37,14 +29,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-#: env var names per launcher: (rank, world size, local rank, recognised by)
-LAUNCHERS = {
-    "torchrun": ("RANK", "WORLD_SIZE", "LOCAL_RANK", "WORLD_SIZE"),
-    "srun": ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", "SLURM_STEP_NUM_TASKS"),
-    "mpirun": ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-               "OMPI_COMM_WORLD_SIZE"),
-    "mpich": ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "PMI_SIZE"),
-}
+from ..errors import UserError
+from ..launch import LAUNCHERS
 
 #: the rendezvous port when nothing else says; srun adds ``SLURM_JOB_ID % SLURM_PORT_SPREAD``
 DEFAULT_PORT = 29500
@@ -54,7 +40,7 @@ SLURM_PORT_SPREAD = 1000
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 
 
-class DistributedError(RuntimeError):
+class DistributedError(UserError, RuntimeError):
     """A launch environment that is incomplete or inconsistent (the message says what to set)."""
 
 

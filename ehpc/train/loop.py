@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ..atomic import write_text
+from ..errors import UserError
 from ..nn.data import collate
 from ..nn.model import HamiltonianModel
 from ..units import EV_TO_MEV
@@ -80,7 +82,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(UserError, ValueError):
     """The loss or gradient became NaN or infinite."""
 
 
@@ -170,9 +172,7 @@ class MetricsLog:
                     continue
                 if row.get("step", math.inf) <= resume_step:
                     kept.append(line)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(f"{line}\n" for line in kept))
-            tmp.replace(path)
+            write_text(path, "".join(f"{line}\n" for line in kept))
         elif resume_step is None:
             path.write_text("")
         self._file = open(path, "a")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
+from ..atomic import replacing
 from ..units import EV_TO_MEV
 
 
@@ -64,9 +64,9 @@ def plot_learning_curve(metrics: str | Path, out: str | Path, title: str = "") -
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    try:
+        with replacing(out, suffix=".png") as tmp:  # matplotlib picks the format from the name
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
+    return Path(out)

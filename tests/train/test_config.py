@@ -29,6 +29,7 @@ def test_defaults_are_the_documented_values_and_every_key_is_documented():
     assert (config.train.band_window, config.train.band_kpoints) == (2.0, 4)
     assert config.train.max_minutes is None
     assert (config.data.train_split, config.data.val_split) == ("train", "val")
+    assert config.model.n_layers == 2  # the one default: HamiltonianModel has none of its own
     table = key_table()
     for spec in table.values():
         assert spec.help, spec.key

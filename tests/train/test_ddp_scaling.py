@@ -221,3 +221,13 @@ def test_launcher_environments():
     assert astuple(launch_env(torchrun)) == ("torchrun", 0, 4, 0, "h", 1234)
     assert first_host("node1") == "node1"
     assert first_host("rack[2-3]-n[01-04],x") == "rack2-n01"
+
+
+def test_mpi_local_rank_reads_the_mpi_launchers_only():
+    from ehpc.launch import mpi_local_rank
+
+    # under srun with Open MPI both are set; Open MPI's own value is read first
+    assert mpi_local_rank({"OMPI_COMM_WORLD_LOCAL_RANK": "1", "SLURM_LOCALID": "3"}) == 1
+    assert mpi_local_rank({"MPI_LOCALRANKID": "2"}) == 2
+    assert mpi_local_rank({"SLURM_LOCALID": "5"}) == 5
+    assert mpi_local_rank({"LOCAL_RANK": "2"}) is None  # torchrun does not launch ehpc-infer
