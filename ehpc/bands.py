@@ -114,7 +114,7 @@ def exact_overlap(atoms, basis: Basis, overlap_tol: float = OVERLAP_TOL
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Block-sparse exact S(R) of a periodic ``atoms``: every pair whose overlap can exceed
     ``overlap_tol``, as ``(pairs, flat)``."""
-    from .infer.overlap import IntegralModel
+    from .integrals import IntegralModel
 
     numbers = atoms.numbers
     exact = IntegralModel(basis, "overlap", tol=overlap_tol).with_cutoff_for(numbers)

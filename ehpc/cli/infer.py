@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 from ..infer.fermi import FERMI_TOLERANCE, OVERLAP_EIGENVALUE_FLOOR
-from ..infer.overlap import INTEGRAL_TOLERANCE
+from ..integrals import INTEGRAL_TOLERANCE
 from ..infer.predict import DEFAULT_CHUNK_ATOMS
 from ..infer.window import METHODS
 
@@ -217,7 +217,7 @@ def summary(fermi) -> list[str]:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from ..infer.fermi import FermiError
-    from ..infer.overlap import IntegralError
+    from ..integrals import IntegralError
     from ..infer.pipeline import InputRefused, StructureMismatch
     from ..infer.solve import SolveError
     from . import user_errors

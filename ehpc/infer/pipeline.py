@@ -29,7 +29,8 @@ from .fermi import (
     occupied_states,
 )
 from .halo import Halo, build_halo, cluster_pairs
-from .overlap import INTEGRAL_TOLERANCE, cluster_overlap, integral_ranges
+from ..integrals import INTEGRAL_TOLERANCE, integral_ranges
+from .overlap import cluster_overlap
 from .partition import Partition, partition
 from .predict import DEFAULT_CHUNK_ATOMS, predict_blocks, select_device
 from .solve import Eigenstates, SolveError

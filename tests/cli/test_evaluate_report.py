@@ -108,7 +108,7 @@ def test_band_comparison_writes_plot_and_consistent_json(tmp_path):
     from ase.build import bulk
     from ase.io import write
 
-    from ehpc.infer.overlap import IntegralModel
+    from ehpc.integrals import IntegralModel
 
     cell = tmp_path / "si2.extxyz"
     write(cell, bulk("Si", "diamond", a=5.43))

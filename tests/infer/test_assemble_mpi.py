@@ -111,7 +111,7 @@ def test_preallocation_is_the_exact_pair_pattern(runs, structures, si_model_path
     """PETSc stores exactly the entries of every atom pair within the pattern's range."""
     from ehpc.basis import Basis
     from ehpc.graph import neighbour_list
-    from ehpc.infer.overlap import INTEGRAL_TOLERANCE, integral_ranges
+    from ehpc.integrals import INTEGRAL_TOLERANCE, integral_ranges
     from ehpc.nn.model import HamiltonianModel
 
     atoms, _ = structures[system]
