@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 from ase.build import bulk
 
-from ehpc.bands import band_path, model_bands
+from ehpc.analysis.bands import band_path, model_bands
 from ehpc.basis import Basis
 from ehpc.integrals import IntegralModel
 from ehpc.units import HARTREE_TO_EV

@@ -325,7 +325,7 @@ def _train(args, config, dist) -> int:
     from ..train.data import TrainingData
     from ..train.distributed import barrier
     from ..train.loop import Trainer
-    from ..train.plot import plot_learning_curve
+    from ..analysis.learning_curve import plot_learning_curve
 
     out = Path(config.out_dir)
     blob = collective(dist, lambda: open_run_folder(config, args.resume) if dist.is_main else None)

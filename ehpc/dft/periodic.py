@@ -353,9 +353,10 @@ class FloorProbe:
 
     def bloch(self, pairs: np.ndarray, flat: np.ndarray) -> np.ndarray:
         """``Σ_R e^{2πi k·R} M(R)`` of block-sparse ``M`` at the sampled k.  # [n_k, nao, nao]"""
-        from ..bands import bloch_sum
+        from ..io.layout import BlockLayout
 
-        return np.array([bloch_sum(pairs, flat, self.nao, k) for k in self.kpts_frac])
+        layout = BlockLayout(np.asarray(pairs).reshape(-1, 5), self.nao)
+        return np.array([layout.bloch(flat, k) for k in self.kpts_frac])
 
     def floor(self, pairs, h_flat_ev, s_flat, fermi: float, n_occupied: int | None
               ) -> tuple[TruncationFloor, np.ndarray]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..basis import Basis
 from ..integrals import pair_blocks
+from ..io.layout import BlockLayout
 
 #: owned atoms per group when computing a rank's overlap blocks (compact groups share
 #: most of their neighbours, so one cross matrix serves many pairs)
@@ -18,26 +19,29 @@ GROUP_ATOMS = 64
 
 
 def cluster_overlap(
-    basis: Basis, halo, pairs: np.ndarray, group_atoms: int = GROUP_ATOMS
+    basis: Basis, halo, pairs: np.ndarray, group_atoms: int = GROUP_ATOMS,
+    layout: BlockLayout | None = None,
 ) -> np.ndarray:
     """Exact S blocks of a rank's pairs ``[i, k]`` (i owned, sorted by i) in its halo cluster.
 
     Owned atoms are taken in spatially compact groups so that each libcint batch covers
     pairs that share their neighbour images.
 
+    Args:
+        layout: the block layout of ``pairs`` in the cluster, if the caller has it.
+
     Returns:
-        Flat blocks laid out as ``block_offsets`` of ``pairs``.  # [n_entries]
+        Flat blocks laid out as ``layout``.  # [n_entries]
     """
-    from .partition import bisect, ranges_within
+    from .partition import bisect
 
     nao = basis.nao_per_atom(halo.numbers)  # [n_cluster]
-    sizes = nao[pairs[:, 0]] * nao[pairs[:, 1]]
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    out = np.empty(offsets[-1])
+    layout = BlockLayout(pairs, nao) if layout is None else layout
+    out = np.empty(layout.n_entries)
     row_start = np.searchsorted(pairs[:, 0], np.arange(halo.n_owned + 1))
     n_groups = max(1, -(-halo.n_owned // group_atoms))
     for group in bisect(halo.positions[: halo.n_owned], nao[: halo.n_owned], n_groups):
         rows = np.concatenate([np.arange(row_start[a], row_start[a + 1]) for a in group])
         flat = pair_blocks("overlap", basis, halo.numbers, halo.positions, pairs[rows], nao=nao)
-        out[np.repeat(offsets[rows], sizes[rows]) + ranges_within(sizes[rows])] = flat
+        out[layout.entries(rows)] = flat
     return out

@@ -22,6 +22,7 @@ from ase import Atoms
 from .. import __version__
 from ..basis import Basis
 from ..units import FILE_UNITS
+from .layout import block_offsets  # noqa: F401  (the schema's offsets; re-exported)
 
 SCHEMA_VERSION = 1
 STRUCTURES = "structures"
@@ -113,12 +114,6 @@ class HamiltonianRecord:
                 raise DatasetError(
                     f"{self.name}: {key} has {len(flat)} entries, basis {basis.name!r} needs {expected[-1]}"
                 )
-
-
-def block_offsets(atom_pairs: np.ndarray, nao: np.ndarray) -> np.ndarray:
-    """Start of each pair's block in a flat array, plus the total at the end."""
-    sizes = nao[atom_pairs[:, 3]] * nao[atom_pairs[:, 4]]
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 class DatasetWriter:

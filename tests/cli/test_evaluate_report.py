@@ -12,7 +12,7 @@ from ehpc.basis import Basis
 from ehpc.cli import evaluate as evaluate_cli
 from ehpc.cli import report as report_cli
 from ehpc.dft import label_structure
-from ehpc.evaluate import compare, summarise
+from ehpc.analysis.evaluate import compare, summarise
 from ehpc.io.dataset import DatasetWriter
 from ehpc.io.splits import write_splits
 from ehpc.nn.model import HamiltonianModel

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ehpc.io.dataset import Dataset
-from ehpc.io.results import gamma_matrix, read_results
+from ehpc.io.layout import gamma_matrix
+from ehpc.io.results import read_results
 
 from .conftest import check, mpirun, si_cluster, si_crystal, write_traj
 

@@ -11,7 +11,7 @@ from ehpc.infer.halo import build_halo, cluster_pairs
 from ehpc.infer.overlap import cluster_overlap
 from ehpc.integrals import IntegralModel, integral_ranges
 from ehpc.infer.partition import partition
-from ehpc.io.results import gamma_matrix
+from ehpc.io.layout import gamma_matrix
 from ehpc.units import HARTREE_TO_EV
 
 TOL = 1e-10
