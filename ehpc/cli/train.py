@@ -348,7 +348,9 @@ def _train(args, config, dist) -> int:
     model.to(device=dist.device, dtype=dtype)
     if blob is None and not bool(model.has_statistics):
         names = sorted(data.train_names)[: config.data.statistics_structures]
-        model.set_statistics([data.dataset[n] for n in names])
+        # the training graphs (cached by check_share's rank or built once here)
+        model.set_statistics([data.graph(n, model.cutoff, model.elements, model.basis)
+                              for n in names])
     if dist.is_main:
         save_config(config, out / "config.yaml")
     n_params = sum(p.numel() for p in model.parameters())

@@ -107,7 +107,8 @@ class Inference:
         return np.column_stack([self.halo.shifts[k], self.halo.atom_ids[i], self.halo.atom_ids[k]])
 
 
-def check_inputs(atoms: Atoms, model: BlockPredictor, name: str, charge: int = 0, nev: int = 1) -> int:
+def check_inputs(atoms: Atoms, model: BlockPredictor, name: str, charge: int = 0,
+                 nev: int = 1) -> int:
     """Every check that can fail before heavy work; returns the occupied-state count."""
     validate(atoms, name, model.basis)
     model.check_compatible(model.basis, atoms.numbers, name)
@@ -293,7 +294,8 @@ def write(
     return write_results(out, mpi, part, result.partition.nao, header, result.stages)
 
 
-def _header(result: Inference, atoms: Atoms, model: BlockPredictor, options: InferenceOptions) -> dict:
+def _header(result: Inference, atoms: Atoms, model: BlockPredictor,
+            options: InferenceOptions) -> dict:
     states, fermi = result.states, result.fermi
     nan = float("nan")
     scalars = {

@@ -262,6 +262,14 @@ class Dataset:
     def xc(self) -> str:
         return str(self.attrs.get("xc", ""))
 
+    def elements(self) -> list[int]:
+        """Every atomic number in the file, read without loading the Hamiltonians."""
+        found: set[int] = set()
+        with h5py.File(self.path, "r") as f:
+            for name in f[STRUCTURES]:
+                found.update(int(z) for z in np.unique(f[STRUCTURES][name][NUMBERS][()]))
+        return sorted(found)
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
