@@ -82,7 +82,8 @@ install_venv() {
   # EHPC_TORCH is split into words so that it can carry pip options (--index-url ...).
   read -r -a torch_args <<< "$TORCH"
   "$VENV/bin/python" -m pip install -q "${torch_args[@]}"
-  "$VENV/bin/python" -m pip install -q -e . "numpy<2"
+  # the workflow (snakemake) and test (pytest) extras: ./run.sh and ./run.sh test need both
+  "$VENV/bin/python" -m pip install -q -e ".[workflow,test]" "numpy<2"
   "$VENV/bin/python" - <<'PY'
 import petsc4py, slepc4py, mpi4py  # noqa: F401  (fail here, not in the middle of a run)
 from petsc4py import PETSc

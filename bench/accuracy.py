@@ -12,11 +12,11 @@ gth-dzvp-molopt-sr): rattled and strained 8-atom cubic cells for training, held-
 Reported: H MAE; the band errors within 2 eV of E_F against the true SCF, split into the
 label floor (DFT cut at the cutoff vs the SCF), the model error (model vs cut DFT) and the
 total (model vs SCF), with HOMO, LUMO and gap errors, all solved with the exact S
-(``ehpc.evaluate.score_against_truth``; the transfer cells' truth is their Γ SCF); the
+(``ehpc.analysis.evaluate.score_against_truth``; the transfer cells' truth is their Γ SCF); the
 model's forward throughput; and the time to predict H of a supercell against its PySCF
 SCF time.  ``--band-weight`` adds the band-energy loss to the training.
 
-Both systems are scored with ``ehpc.evaluate``, the code behind ``ehpc-evaluate``.
+Both systems are scored with ``ehpc.analysis.evaluate``, the code behind ``ehpc-evaluate``.
 
 Everything generated is cached under ``--data`` so a rerun only redoes what is missing.
 
@@ -241,7 +241,7 @@ def water_data(args) -> Path:
 
 def water(args) -> dict:
     from ehpc.basis import Basis
-    from ehpc.evaluate import compare, summarise
+    from ehpc.analysis.evaluate import compare, summarise
     from ehpc.nn.fit import evaluate
 
     doc = {"system": "water", "level": f"{XC.upper()}/{WATER_BASIS}", "env": environment()}
@@ -350,7 +350,7 @@ def silicon(args) -> dict:
     from ase.build import bulk
 
     from ehpc.basis import Basis
-    from ehpc.evaluate import predict_record, score_against_truth, summarise_truth
+    from ehpc.analysis.evaluate import predict_record, score_against_truth, summarise_truth
     from ehpc.io.dataset import Dataset
     from ehpc.nn.fit import evaluate
     from ehpc.units import EV_TO_MEV

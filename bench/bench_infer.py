@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ehpc.infer.overlap import INTEGRAL_TOLERANCE
+from ehpc.integrals import INTEGRAL_TOLERANCE
 
 STAGES = ("partition", "halo", "predict", "overlap", "assemble", "fermi", "solve", "write")
 ATOMS_PER_CUBIC_CELL = 8

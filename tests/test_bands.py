@@ -5,9 +5,9 @@ import pytest
 import scipy.linalg
 from ase.build import bulk
 
-from ehpc.bands import band_path, model_bands
+from ehpc.analysis.bands import band_path, model_bands
 from ehpc.basis import Basis
-from ehpc.infer.overlap import IntegralModel
+from ehpc.integrals import IntegralModel
 from ehpc.units import HARTREE_TO_EV
 
 BASIS = Basis("gth-szv", "gth-pbe")

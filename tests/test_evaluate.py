@@ -7,7 +7,7 @@ from ase.build import molecule
 
 from ehpc.basis import Basis
 from ehpc.dft import label_structure
-from ehpc.evaluate import compare, summarise
+from ehpc.analysis.evaluate import compare, summarise
 from ehpc.nn.model import HamiltonianModel
 from ehpc.units import EV_TO_MICROHARTREE
 
@@ -56,7 +56,7 @@ def test_perturbed_prediction_errors_match_direct_computation(water):
 
 def test_given_overlap_replaces_the_records(water):
     """With S doubled every eigenvalue halves, so the eigenvalue error halves too."""
-    from ehpc.io.results import gamma_matrix
+    from ehpc.io.layout import gamma_matrix
 
     basis, record = water
     model = HamiltonianModel(basis, [1, 8], cutoff=4.0, n_layers=1, channels=4)

@@ -116,10 +116,10 @@ def test_hessian_cache_is_read_back(tmp_path, water):
     first = sources.molecular_hessian(water, BASIS, XC, cache_dir=tmp_path)
     (cached,) = tmp_path.glob("hessian-*.npy")
     np.save(cached, 2.0 * first)
-    sources._HESSIANS.clear()
+    sources.hessian._HESSIANS.clear()
     again = sources.molecular_hessian(water, BASIS, XC, cache_dir=tmp_path)
     np.testing.assert_array_equal(again, 2.0 * first)
-    sources._HESSIANS.clear()
+    sources.hessian._HESSIANS.clear()
 
 
 def test_pseudopotential_basis_is_refused_for_hessian(water):

@@ -4,7 +4,7 @@
     ehpc-evaluate ... --band-structure si2.extxyz --kmesh 4 4 4     # + ML vs DFT bands
 
 The output folder gets ``metrics.json`` (H MAE in eV/meV/μHa, eigenvalue MAE, occupied
-cosine, gap error; overall and per structure, see :mod:`ehpc.evaluate`), and the plot
+cosine, gap error; overall and per structure, see :mod:`ehpc.analysis.evaluate`), and the plot
 folder ``parity.png``.  With ``--band-structure`` (a small periodic cell, first frame of
 any file ASE reads) it also runs a PySCF k-point SCF of that cell and writes
 ``bands.png`` and ``bands.json``: along the lattice's standard k-path, the DFT bands,
@@ -70,9 +70,9 @@ def evaluate_records(model, records: list) -> tuple[dict, list[dict], np.ndarray
 
     Crystals labelled with their SCF's own bands also get the floor, model and total band
     errors against that truth (``metrics["bands_vs_scf"]``, see
-    :func:`ehpc.evaluate.score_against_truth`).
+    :func:`ehpc.analysis.evaluate.score_against_truth`).
     """
-    from ..evaluate import (TRUTH_SCORES, compare, predict_record, score_against_truth,
+    from ..analysis.evaluate import (TRUTH_SCORES, compare, predict_record, score_against_truth,
                             summarise, summarise_truth)
 
     errors, truths, dft, predicted = [], [], [], []
@@ -106,10 +106,10 @@ def format_truth(scores: dict) -> str:
 
 def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
     """DFT and model bands of ``--band-structure`` along a k-path: plot, JSON, and errors."""
-    from .. import plots
-    from ..bands import band_path, model_bands
-    from ..dft.bands import dft_bands
-    from ..evaluate import EIGEN_WINDOW_EV
+    from ..analysis import plots
+    from ..analysis.bands import band_path, model_bands
+    from ..analysis.dft_bands import dft_bands
+    from ..analysis.evaluate import EIGEN_WINDOW_EV
     from ..structure import read_structures
 
     atoms = read_structures(args.band_structure)[0]
@@ -165,7 +165,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import plots
+    from ..analysis import plots
     from ..io.dataset import Dataset
     from ..nn.model import HamiltonianModel
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import USER_ERRORS
 from ..infer.fermi import FERMI_TOLERANCE, OVERLAP_EIGENVALUE_FLOOR
-from ..infer.overlap import INTEGRAL_TOLERANCE
+from ..integrals import INTEGRAL_TOLERANCE
 from ..infer.predict import DEFAULT_CHUNK_ATOMS
 from ..infer.window import METHODS
 

@@ -101,7 +101,7 @@ def inference_lines(results) -> list[str]:
 
 
 def training_lines(folder: Path) -> list[str]:
-    from ..train.plot import read_metrics
+    from ..analysis.learning_curve import read_metrics
 
     rows = [r for r in read_metrics(folder / "metrics.jsonl") if r.get("kind") == "epoch"]
     if not rows:
@@ -116,9 +116,9 @@ def training_lines(folder: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import plots
+    from ..analysis import plots
     from ..io.results import read_results
-    from ..train.plot import plot_learning_curve
+    from ..analysis.learning_curve import plot_learning_curve
 
     for option, path in (("--evaluation", args.evaluation), ("--inference", args.inference)):
         if path is not None and not path.is_file():

@@ -313,7 +313,7 @@ def _train(args, config, dist) -> int:
     from ..train.data import TrainingData
     from ..train.distributed import barrier
     from ..train.loop import Trainer
-    from ..train.plot import plot_learning_curve
+    from ..analysis.learning_curve import plot_learning_curve
 
     out = Path(config.out_dir)
     blob = collective(dist, lambda: open_run_folder(config, args.resume) if dist.is_main else None)
@@ -336,7 +336,10 @@ def _train(args, config, dist) -> int:
     model.to(device=dist.device, dtype=dtype)
     if blob is None and not bool(model.has_statistics):
         names = sorted(data.train_names)[: config.data.statistics_structures]
-        model.set_statistics([data.dataset[n] for n in names])
+        # the training graphs (cached by check_share's rank or built once here)
+        model.set_statistics([data.graph(n, model.cutoff, model.elements, model.basis)
+                              for n in names])
+        model.set_fermi_offset([data.record(n) for n in names])
     if dist.is_main:
         save_config(config, out / "config.yaml")
     n_params = sum(p.numel() for p in model.parameters())

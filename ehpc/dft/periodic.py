@@ -62,8 +62,6 @@ from .scf import (SCF_CONV_TOL, SCF_MAX_CYCLE, Smearing, check_converged, check_
 ALIAS_TOL = 1e-7
 #: distance step (Å) of the overlap-decay scan
 _DECAY_STEP = 0.25
-#: farthest distance (Å) the overlap-decay scan looks
-_DECAY_MAX = 60.0
 
 
 @dataclass(frozen=True)
@@ -181,26 +179,11 @@ def _gamma_as_krks(mf, xc: str):
 def overlap_decay_radius(basis: Basis, numbers, tol: float = ALIAS_TOL) -> float:
     """Distance (Å) beyond which every element pair's overlap block is below ``tol``.
 
-    The Frobenius norm of a two-atom overlap block is rotation invariant, so one
-    direction suffices.
+    The overlap range scan of :mod:`ehpc.integrals`, on a ``_DECAY_STEP`` grid.
     """
-    from pyscf import gto
+    from ..integrals import integral_ranges
 
-    direction = np.array([1.0, 2.0, 3.0]) / math.sqrt(14.0)
-    distances = np.arange(_DECAY_STEP, _DECAY_MAX, _DECAY_STEP)  # [n_d]
-    symbols = sorted({basis.element(int(z)).symbol for z in np.unique(numbers)})
-    at_origin = {s: _single_atom(s, basis, np.zeros(3)) for s in symbols}
-    radius = 0.0
-    for first, second in itertools.combinations_with_replacement(symbols, 2):
-        norms = np.array([
-            np.linalg.norm(gto.intor_cross("int1e_ovlp", at_origin[first],
-                                           _single_atom(second, basis, d * direction)))
-            for d in distances
-        ])  # [n_d]
-        above = np.flatnonzero(norms >= tol)
-        if len(above):
-            radius = max(radius, float(distances[above[-1]] + _DECAY_STEP))
-    return radius
+    return max(integral_ranges("overlap", basis, numbers, tol, step=_DECAY_STEP).values())
 
 
 def band_kmesh(lattice: np.ndarray, reach: float) -> tuple[int, int, int]:
@@ -371,9 +354,10 @@ class FloorProbe:
 
     def bloch(self, pairs: np.ndarray, flat: np.ndarray) -> np.ndarray:
         """``Σ_R e^{2πi k·R} M(R)`` of block-sparse ``M`` at the sampled k.  # [n_k, nao, nao]"""
-        from ..bands import bloch_sum
+        from ..io.layout import BlockLayout
 
-        return np.array([bloch_sum(pairs, flat, self.nao, k) for k in self.kpts_frac])
+        layout = BlockLayout(np.asarray(pairs).reshape(-1, 5), self.nao)
+        return np.array([layout.bloch(flat, k) for k in self.kpts_frac])
 
     def floor(self, pairs, h_flat_ev, s_flat, fermi: float, n_occupied: int | None
               ) -> tuple[TruncationFloor, np.ndarray]:
@@ -513,10 +497,3 @@ def label_crystal(
     return crystal_record(atoms, basis, mf, pcell, cutoff, name, xc, kmesh, alias_tol, start,
                           floor_tol=floor_tol, smearing=smearing)
 
-
-def _single_atom(symbol: str, basis: Basis, position_angstrom: np.ndarray):
-    from pyscf import gto
-
-    number = basis.element(symbol).number
-    return gto.M(atom=[(symbol, tuple(position_angstrom))], basis=basis.name, unit="Angstrom",
-                 spin=number % 2, verbose=0)

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io.layout import BlockLayout, ranges_within
 from .halo import Halo
-from .partition import Partition, ranges_within
+from .partition import Partition
 
 
 class AssemblyError(RuntimeError):
@@ -34,20 +35,28 @@ class LocalPattern:
         row_atom: new index of the row atom of each pair.         # [n_pairs]
         col_atom: new index of the column atom of each pair.      # [n_pairs]
         row_start: first pair of each owned atom, and the total.  # [n_owned + 1]
+        layout: where each pair's block lies in the rank's flat H and S.
     """
 
     row_atom: np.ndarray
     col_atom: np.ndarray
     row_start: np.ndarray
+    layout: BlockLayout
 
 
-def local_pattern(partition: Partition, halo: Halo, pairs: np.ndarray, rank: int) -> LocalPattern:
-    """Map the rank's cluster pairs ``[i, k]`` (sorted by i) to new atom indices."""
+def local_pattern(partition: Partition, halo: Halo, pairs: np.ndarray, rank: int,
+                  layout: BlockLayout | None = None) -> LocalPattern:
+    """Map the rank's cluster pairs ``[i, k]`` (sorted by i) to new atom indices.
+
+    ``layout`` is the block layout of ``pairs`` in the cluster, if the caller has it.
+    """
     first = int(partition.atom_ranges[rank])
     row_atom = first + pairs[:, 0]
     col_atom = partition.new_index[halo.atom_ids[pairs[:, 1]]]
     row_start = np.searchsorted(pairs[:, 0], np.arange(halo.n_owned + 1))
-    return LocalPattern(row_atom=row_atom, col_atom=col_atom, row_start=row_start)
+    if layout is None:
+        layout = BlockLayout(pairs, partition.nao[halo.atom_ids])
+    return LocalPattern(row_atom=row_atom, col_atom=col_atom, row_start=row_start, layout=layout)
 
 
 def preallocation(
@@ -120,8 +129,7 @@ def _set_rows(partition: Partition, pattern: LocalPattern, flats, matrices) -> N
     """Insert each owned atom's row panel (all its column blocks, images summed)."""
     nao_new = partition.nao[partition.order]
     start_new = partition.orbital_offsets
-    sizes = nao_new[pattern.row_atom] * nao_new[pattern.col_atom]  # [n_pairs]
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    sizes, offsets = pattern.layout.sizes, pattern.layout.offsets  # [n_pairs], [n_pairs + 1]
     for a in range(len(pattern.row_start) - 1):
         p0, p1 = pattern.row_start[a], pattern.row_start[a + 1]
         if p0 == p1:

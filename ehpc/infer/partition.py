@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io.layout import ranges_within
+
 
 @dataclass(frozen=True)
 class Partition:
@@ -72,10 +74,6 @@ class Partition:
         return np.repeat(start[self.order], sizes) + ranges_within(sizes)
 
 
-def ranges_within(sizes: np.ndarray) -> np.ndarray:
-    """``[0..sizes[0]), [0..sizes[1]), ...`` concatenated."""
-    total = int(sizes.sum())
-    return np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
 
 
 def bisect(positions: np.ndarray, weights: np.ndarray, n_parts: int) -> list[np.ndarray]:

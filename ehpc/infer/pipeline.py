@@ -30,7 +30,10 @@ from .fermi import (
     occupied_states,
 )
 from .halo import Halo, build_halo, cluster_pairs
-from .overlap import INTEGRAL_TOLERANCE, cluster_overlap, integral_ranges
+from ..integrals import INTEGRAL_TOLERANCE, integral_ranges
+from ..io.layout import BlockLayout
+from ..predictor import BlockPredictor
+from .overlap import cluster_overlap
 from .partition import Partition, partition
 from .predict import DEFAULT_CHUNK_ATOMS, predict_blocks, select_device
 from .solve import Eigenstates, SolveError
@@ -106,7 +109,8 @@ class Inference:
         return np.column_stack([self.halo.shifts[k], self.halo.atom_ids[i], self.halo.atom_ids[k]])
 
 
-def check_inputs(atoms: Atoms, model, name: str, charge: int = 0, nev: int = 1) -> int:
+def check_inputs(atoms: Atoms, model: BlockPredictor, name: str, charge: int = 0,
+                 nev: int = 1) -> int:
     """Every check that can fail before heavy work; returns the occupied-state count."""
     validate(atoms, name, model.basis)
     model.check_compatible(model.basis, atoms.numbers, name)
@@ -174,7 +178,7 @@ def check_same_structure(atoms: Atoms, charge: int, mpi, name: str) -> None:
 
 def run_inference(
     atoms: Atoms,
-    model,
+    model: BlockPredictor,
     options: InferenceOptions | None = None,
     out: str | Path | None = None,
     comm=None,
@@ -184,7 +188,7 @@ def run_inference(
 
     Args:
         atoms: the structure (identical on every rank).
-        model: a HamiltonianModel (or any object with its inference interface).
+        model: predicts the H blocks (a HamiltonianModel; an IntegralModel in tests).
         options: run options.
         out: results file to write (None: write nothing).
         comm: PETSc communicator.
@@ -228,6 +232,8 @@ def run_inference(
         radius = max(model.receptive_field, max(cutoff_of.values()))
         halo = build_halo(positions, numbers, cell, atoms.pbc, parts.owned(rank), radius)
         pairs, distances = cluster_pairs(halo, positions, cell, cutoff_of)
+        # one block layout of the rank's pairs for every later stage (H, S, assembly, file)
+        layout = BlockLayout(pairs, basis.nao_per_atom(halo.numbers))
     done("halo")
 
     device = options.device or select_device()
@@ -236,18 +242,18 @@ def run_inference(
     with stages.stage("predict"):
         h_blocks = predict_blocks(
             model, halo, pairs, distances, options.chunk_atoms, device, options.dtype,
-            structure=atoms,
+            structure=atoms, layout=layout,
         )
     done("predict")
 
     starting("overlap", f"exact S blocks of {len(pairs)} atom pairs on rank 0")
     with stages.stage("overlap"):
-        s_blocks = cluster_overlap(basis, halo, pairs)
+        s_blocks = cluster_overlap(basis, halo, pairs, layout=layout)
     done("overlap")
 
     starting("assemble", f"distributed {n_orbitals} x {n_orbitals} H and S")
     with stages.stage("assemble"):
-        pattern = local_pattern(parts, halo, pairs, rank)
+        pattern = local_pattern(parts, halo, pairs, rank, layout)
         (hamiltonian, overlap), asymmetry = assemble(parts, pattern, [h_blocks, s_blocks], comm)
     done("assemble")
 
@@ -274,7 +280,7 @@ def run_inference(
 
 
 def write(
-    result: Inference, atoms: Atoms, model, options: InferenceOptions, out, mpi
+    result: Inference, atoms: Atoms, model: BlockPredictor, options: InferenceOptions, out, mpi
 ) -> Path | None:
     """Write ``result`` collectively (see :mod:`ehpc.infer.write`)."""
     states = result.states
@@ -283,6 +289,7 @@ def write(
         hamiltonian=result.hamiltonian_blocks,
         overlap=result.overlap_blocks,
         eigenvectors=None if states is None or states.vectors is None else states.vectors,
+        layout=result.pattern.layout,
     )
     header = {}
     if mpi.Get_rank() == 0:
@@ -290,7 +297,8 @@ def write(
     return write_results(out, mpi, part, result.partition.nao, header, result.stages)
 
 
-def _header(result: Inference, atoms: Atoms, model, options: InferenceOptions) -> dict:
+def _header(result: Inference, atoms: Atoms, model: BlockPredictor,
+            options: InferenceOptions) -> dict:
     states, fermi = result.states, result.fermi
     nan = float("nan")
     scalars = {

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..io.dataset import block_offsets
+from ..io.layout import BlockLayout
 from ..launch import mpi_local_rank
+from ..predictor import BlockPredictor
 from .halo import SEARCH_SLACK, Halo
-from .partition import bisect, ranges_within
+from .partition import bisect
 
 #: owned atoms per model call unless told otherwise
 DEFAULT_CHUNK_ATOMS = 2000
@@ -65,7 +66,7 @@ def owned_chunks(halo: Halo, nao_owned: np.ndarray, chunk_atoms: int) -> list[np
 
 
 def predict_blocks(
-    model,
+    model: BlockPredictor,
     halo: Halo,
     pairs: np.ndarray,
     distances: np.ndarray,
@@ -73,12 +74,12 @@ def predict_blocks(
     device=None,
     dtype=None,
     structure=None,
+    layout: BlockLayout | None = None,
 ) -> np.ndarray:
     """H blocks (eV) of the rank's pattern ``pairs``; pairs beyond ``model.cutoff`` stay 0.
 
     Args:
-        model: a HamiltonianModel (or anything with its ``predict``/``cutoff``/
-            ``receptive_field``/``basis``).
+        model: predicts the blocks (a HamiltonianModel, or an IntegralModel in tests).
         halo: the rank's cluster; ``halo.radius`` must be at least the receptive field.
         pairs: ``[i, k]`` cluster indices, i owned, sorted by i.   # [n_pairs, 2]
         distances: length of each pair in Å.                      # [n_pairs]
@@ -87,9 +88,10 @@ def predict_blocks(
         dtype: torch dtype to predict in (None: the model's).
         structure: the whole periodic structure (``ase.Atoms``) the halo was cut from;
             predicted on directly when it has fewer atoms than the halo.
+        layout: the block layout of ``pairs`` in the cluster, if the caller has it.
 
     Returns:
-        Flat blocks laid out as ``block_offsets`` of ``pairs``.   # [n_entries]
+        Flat blocks laid out as ``layout``.                       # [n_entries]
     """
     from scipy.spatial import cKDTree
 
@@ -99,12 +101,12 @@ def predict_blocks(
             f"{model.receptive_field:.2f} Å"
         )
     nao = model.basis.nao_per_atom(halo.numbers)  # [n_cluster]
-    offsets = block_offsets(_as_keys(pairs), nao)
-    out = np.zeros(offsets[-1])
+    layout = BlockLayout(pairs, nao) if layout is None else layout
+    out = np.zeros(layout.n_entries)
     predicted = (distances < model.cutoff) | (pairs[:, 0] == pairs[:, 1])
     if structure is not None and np.any(structure.pbc) and len(structure) < len(halo):
         rows = np.flatnonzero(predicted)
-        _predict_periodic(model, halo, structure, pairs, rows, nao, offsets, out, device, dtype)
+        _predict_periodic(model, halo, structure, pairs, rows, layout, out, device, dtype)
         return out
     # pairs row_start[a]:row_start[a + 1] belong to owned atom a
     row_start = np.searchsorted(pairs[:, 0], np.arange(halo.n_owned + 1))
@@ -132,14 +134,12 @@ def predict_blocks(
         )
         if not np.array_equal(np.asarray(got_pairs), asked):
             raise PredictionError("model.predict returned other pairs than the ones asked for")
-        sizes = nao[pairs[rows, 0]] * nao[pairs[rows, 1]]
-        dest = np.repeat(offsets[rows], sizes) + ranges_within(sizes)  # [n_chunk_entries]
-        out[dest] = np.asarray(flat, dtype=np.float64)
+        out[layout.entries(rows)] = np.asarray(flat, dtype=np.float64)  # [n_chunk_entries]
     return out
 
 
-def _predict_periodic(model, halo: Halo, structure, pairs: np.ndarray, rows: np.ndarray,
-                      nao: np.ndarray, offsets: np.ndarray, out: np.ndarray, device, dtype
+def _predict_periodic(model: BlockPredictor, halo: Halo, structure, pairs: np.ndarray,
+                      rows: np.ndarray, layout: BlockLayout, out: np.ndarray, device, dtype
                       ) -> None:
     """Blocks of ``pairs[rows]`` from the model run on the periodic structure itself.
 
@@ -157,20 +157,11 @@ def _predict_periodic(model, halo: Halo, structure, pairs: np.ndarray, rows: np.
         device=device, dtype=dtype,
     )
     got_pairs = np.asarray(got_pairs, dtype=np.int64)
-    got_offsets = block_offsets(got_pairs, model.basis.nao_per_atom(structure.numbers))
+    got = BlockLayout(got_pairs, model.basis.nao_per_atom(structure.numbers))
     index = match_rows(asked, got_pairs)  # [n_rows], -1 where the graph has no such pair
     found = index >= 0
     onsite = (i == k)
     if not found[onsite].all():
         raise PredictionError("the model's periodic graph lacks an on-site block")
-    sizes = (nao[i] * nao[k])[found]
-    source = np.repeat(got_offsets[index[found]], sizes) + ranges_within(sizes)
-    dest = np.repeat(offsets[rows[found]], sizes) + ranges_within(sizes)  # [n_entries]
-    out[dest] = np.asarray(flat, dtype=np.float64)[source]
-
-
-def _as_keys(pairs: np.ndarray) -> np.ndarray:
-    """``[0, 0, 0, i, k]`` rows, the key layout ``block_offsets`` expects."""
-    keys = np.zeros((len(pairs), 5), dtype=np.int64)
-    keys[:, 3:] = pairs
-    return keys
+    source = got.entries(index[found])
+    out[layout.entries(rows[found])] = np.asarray(flat, dtype=np.float64)[source]  # [n_entries]

@@ -26,6 +26,7 @@ from .. import __version__
 from ..atomic import replacing
 from ..basis import Basis
 from ..io import dataset as ds
+from ..io.layout import BlockLayout
 from ..units import FILE_UNITS
 
 RESULTS = "results"
@@ -47,12 +48,14 @@ class RankPart:
         overlap: flat S blocks.                                       # [n_entries]
         eigenvectors: this rank's eigenvector rows (new orbital order) or None.
                                                                       # [n_states, n_local]
+        layout: the blocks' layout, if the caller has it (else built from the pairs).
     """
 
     atom_pairs: np.ndarray
     hamiltonian: np.ndarray
     overlap: np.ndarray
     eigenvectors: np.ndarray | None = None
+    layout: BlockLayout | None = None
 
 
 def rank_dir(out: Path) -> Path:
@@ -98,7 +101,8 @@ def write_results(
             if int(stale.stem[4:]) >= size:
                 stale.unlink()
     comm.Barrier()
-    sizes = np.diff(ds.block_offsets(part.atom_pairs, nao))
+    layout = BlockLayout(part.atom_pairs, nao) if part.layout is None else part.layout
+    sizes = layout.sizes  # [n_pairs]
     counts = np.array([len(part.atom_pairs), int(sizes.sum())], dtype=np.int64)
     before = np.zeros(2, np.int64)
     from mpi4py import MPI
@@ -106,7 +110,7 @@ def write_results(
     comm.Exscan(counts, before, op=MPI.SUM)
     if rank == 0:
         before[:] = 0
-    offsets = before[1] + np.concatenate([[0], np.cumsum(sizes)])[:-1]
+    offsets = before[1] + layout.offsets[:-1]
     if rank == size - 1:
         offsets = np.concatenate([offsets, [before[1] + sizes.sum()]])  # the total closes the list
 

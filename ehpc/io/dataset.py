@@ -24,6 +24,7 @@ from ..atomic import replacing
 from ..basis import Basis
 from ..errors import UserError
 from ..units import FILE_UNITS
+from .layout import block_offsets  # noqa: F401  (the schema's offsets; re-exported)
 
 SCHEMA_VERSION = 1
 STRUCTURES = "structures"
@@ -115,12 +116,6 @@ class HamiltonianRecord:
                 raise DatasetError(
                     f"{self.name}: {key} has {len(flat)} entries, basis {basis.name!r} needs {expected[-1]}"
                 )
-
-
-def block_offsets(atom_pairs: np.ndarray, nao: np.ndarray) -> np.ndarray:
-    """Start of each pair's block in a flat array, plus the total at the end."""
-    sizes = nao[atom_pairs[:, 3]] * nao[atom_pairs[:, 4]]
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 class DatasetWriter:
@@ -267,6 +262,14 @@ class Dataset:
     @property
     def xc(self) -> str:
         return str(self.attrs.get("xc", ""))
+
+    def elements(self) -> list[int]:
+        """Every atomic number in the file, read without loading the Hamiltonians."""
+        found: set[int] = set()
+        with h5py.File(self.path, "r") as f:
+            for name in f[STRUCTURES]:
+                found.update(int(z) for z in np.unique(f[STRUCTURES][name][NUMBERS][()]))
+        return sorted(found)
 
     def close(self) -> None:
         if self._file is not None:

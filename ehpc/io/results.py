@@ -27,38 +27,11 @@ from .dataset import (
     Dataset,
     DatasetError,
     HamiltonianRecord,
-    block_offsets,
     plain_value,
 )
+from .layout import BlockLayout, ranges_within
 
 RESULTS = "results"
-
-
-def gamma_matrix(atom_pairs: np.ndarray, flat: np.ndarray, nao: np.ndarray):
-    """Γ-point matrix ``Σ_R M_ij(R)`` as scipy CSR from block-sparse ``M(R)``.
-
-    Args:
-        atom_pairs: ``[Rx, Ry, Rz, i, j]`` rows.           # [n_pairs, 5]
-        flat: row-major blocks laid out by ``block_offsets``, real or complex
-            (complex: already multiplied by Bloch phases).  # [n_entries]
-        nao: orbitals per atom.                             # [n_atoms]
-    """
-    import scipy.sparse as sp
-
-    atom_pairs = np.asarray(atom_pairs, dtype=np.int64).reshape(-1, 5)
-    start = np.concatenate([[0], np.cumsum(nao)]).astype(np.int64)
-    n = int(start[-1])
-    i, j = atom_pairs[:, 3], atom_pairs[:, 4]
-    sizes = nao[i] * nao[j]  # [n_pairs]
-    # position of each entry inside its row-major block
-    e = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # [n_entries]
-    width = np.repeat(nao[j], sizes)
-    rows = np.repeat(start[i], sizes) + e // width  # [n_entries]
-    cols = np.repeat(start[j], sizes) + e % width  # [n_entries]
-    flat = np.asarray(flat)
-    values = flat if np.iscomplexobj(flat) else flat.astype(np.float64, copy=False)
-    matrix = sp.coo_matrix((values, (rows, cols)), shape=(n, n))
-    return matrix.tocsr()  # duplicates (periodic images) are summed
 
 
 @dataclass
@@ -101,7 +74,7 @@ class Results:
         record = data[self.name]
         nao = data.basis.nao_per_atom(record.numbers)
         data.close()
-        if not np.array_equal(block_offsets(record.atom_pairs, nao), record.block_offsets):
+        if not np.array_equal(BlockLayout(record.atom_pairs, nao).offsets, record.block_offsets):
             raise DatasetError(
                 f"{self.path}: block offsets do not match the atom pairs in basis "
                 f"{data.basis.name!r}"
@@ -154,13 +127,18 @@ class Results:
     def _nao(self) -> np.ndarray:
         return self.basis.nao_per_atom(self.atoms.numbers)
 
+    @functools.cached_property
+    def layout(self) -> BlockLayout:
+        """The block layout of the stored pairs (H and S share it)."""
+        return BlockLayout(self.record.atom_pairs, self._nao)
+
     def hamiltonian(self):
         """Γ-point H (eV) as scipy CSR over the orbitals of the ORIGINAL atom order."""
-        return gamma_matrix(self.record.atom_pairs, self.record.hamiltonian, self._nao)
+        return self.layout.gamma(self.record.hamiltonian)
 
     def overlap(self):
         """Γ-point S as scipy CSR over the orbitals of the ORIGINAL atom order."""
-        return gamma_matrix(self.record.atom_pairs, self.record.overlap, self._nao)
+        return self.layout.gamma(self.record.overlap)
 
     def eigenvectors(self) -> np.ndarray | None:
         """S-normalised eigenvectors ``[n_states, n_orbitals]`` in the original orbital order."""
@@ -172,9 +150,7 @@ class Results:
         first = np.concatenate([[0], np.cumsum(nao)])[:-1]
         sizes = nao[self.atom_order]
         # original orbital index at each stored (partition-order) position
-        original = np.repeat(first[self.atom_order], sizes) + (
-            np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        )
+        original = np.repeat(first[self.atom_order], sizes) + ranges_within(sizes)
         out = np.empty_like(stored)
         out[:, original] = stored
         return out

@@ -2,7 +2,7 @@
 
 A :class:`Graph` holds what the network reads (species, positions, directed edges with
 their periodic offsets) and a :class:`BlockPlan`: which atom pairs to predict and where
-each block goes in the dataset's flat, unpadded layout (``ehpc.io.dataset.block_offsets``).
+each block goes in the dataset's flat, unpadded layout (``ehpc.io.layout.BlockLayout``).
 
 Targets stay in PySCF AO order and eV.  The network itself works in e3nn's order and
 frame; its last, fixed linear map (``ehpc.nn.blocks.PairBlockSpec.matrix``) already
@@ -25,7 +25,8 @@ import torch
 from ..basis import Basis
 from ..errors import UserError
 from ..graph import neighbour_list
-from ..io.dataset import HamiltonianRecord, block_offsets
+from ..io.dataset import HamiltonianRecord
+from ..io.layout import BlockLayout
 
 
 class GraphError(UserError, ValueError):
@@ -217,16 +218,10 @@ def build_plan(pairs: np.ndarray, species: np.ndarray, edge_rows: np.ndarray, na
         where: structure name for error messages.
     """
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
-    atom_nao = nao[species]  # [n_atoms]
-    offsets = block_offsets(pairs, atom_nao)  # [n_pairs + 1]
+    layout = BlockLayout(pairs, nao[species])
+    destinations = layout.entries
     onsite = _is_onsite(pairs)
     pieces: list[np.ndarray] = []  # destination of every flat entry, piece by piece
-
-    def destinations(rows: np.ndarray) -> np.ndarray:
-        if len(rows) == 0:
-            return np.zeros(0, dtype=np.int64)
-        size = offsets[rows[0] + 1] - offsets[rows[0]]
-        return (offsets[rows][:, None] + np.arange(size)).ravel()
 
     onsite_groups = []
     onsite_rows = np.flatnonzero(onsite)
@@ -270,10 +265,43 @@ def build_plan(pairs: np.ndarray, species: np.ndarray, edge_rows: np.ndarray, na
         pieces.append(destinations(off_rows[direct]))
         pieces.append(destinations(off_rows[flipped]))
     dest = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
-    if len(dest) != offsets[-1]:
-        raise GraphError(f"{where}: block layout covers {len(dest)} of {offsets[-1]} entries")
+    if len(dest) != layout.n_entries:
+        raise GraphError(f"{where}: block layout covers {len(dest)} of {layout.n_entries} entries")
     gather = torch.as_tensor(np.argsort(dest, kind="stable"))
-    return BlockPlan(onsite_groups, offsite_groups, gather, int(offsets[-1]))
+    return BlockPlan(onsite_groups, offsite_groups, gather, layout.n_entries)
+
+
+@dataclass(frozen=True)
+class Edges:
+    """The neighbour search of one structure, done once and shared by its graphs.
+
+    Attributes:
+        species: element index of each atom.                       # [n_atoms]
+        cell: lattice vectors as rows in Å.                        # [3, 3]
+        rows: ``[Sx, Sy, Sz, i, j]`` of every pair within the cutoff plus on-site,
+            sorted like ``neighbour_list(..., self_edges=True)``.   # [n_rows, 5]
+        nao: orbitals per species.                                 # [n_species]
+    """
+
+    species: np.ndarray
+    cell: np.ndarray
+    rows: np.ndarray
+    nao: np.ndarray
+
+    @property
+    def edge_rows(self) -> np.ndarray:
+        """The directed edges (on-site rows left out).  # [n_edges, 5]"""
+        return self.rows[~_is_onsite(self.rows)]
+
+
+def neighbour_edges(numbers, positions, cell, pbc, cutoff: float, elements, basis: Basis,
+                    name: str = "structure") -> Edges:
+    """Species and every pair within ``cutoff`` of one structure (see :class:`Edges`)."""
+    species = species_index(numbers, elements, name)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    rows = neighbour_list(positions, cell, pbc, cutoff, self_edges=True).atom_pairs()
+    nao = np.array([basis.element(int(z)).nao for z in elements], dtype=np.int64)
+    return Edges(species, cell, rows, nao)
 
 
 def build_graph(
@@ -286,6 +314,7 @@ def build_graph(
     basis: Basis,
     pairs: np.ndarray | None = None,
     name: str = "structure",
+    edges: Edges | None = None,
 ) -> Graph:
     """Neighbour graph of one structure and the plan for ``pairs``.
 
@@ -300,27 +329,29 @@ def build_graph(
         pairs: ``[Rx, Ry, Rz, i, j]`` rows to predict; None for every pair within the
             cutoff plus on-site, sorted like ``neighbour_list(..., self_edges=True)``.
         name: structure name for error messages.
+        edges: this structure's :func:`neighbour_edges`, if already searched.
     """
-    species = species_index(numbers, elements, name)
-    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
-    nl = neighbour_list(positions, cell, pbc, cutoff, self_edges=True)
-    all_rows = nl.atom_pairs()  # [n_edges + n_atoms, 5]
-    edge = ~_is_onsite(all_rows)
-    edge_rows = all_rows[edge]
-    if pairs is None:
-        pairs = all_rows
-    nao = np.array([basis.element(int(z)).nao for z in elements], dtype=np.int64)
+    if edges is None:
+        edges = neighbour_edges(numbers, positions, cell, pbc, cutoff, elements, basis, name)
+    return _graph(edges, positions, edges.rows if pairs is None else pairs, name)
+
+
+def _graph(edges: Edges, positions, pairs: np.ndarray, name: str, **labels) -> Graph:
+    """The graph of ``edges`` with the plan of ``pairs`` (``labels``: target fields)."""
+    edge_rows = edges.edge_rows
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
     return Graph(
-        species=torch.as_tensor(species),
+        species=torch.as_tensor(edges.species),
         positions=torch.as_tensor(np.asarray(positions, dtype=np.float64)),
         edge_index=torch.as_tensor(edge_rows[:, 3:].T.copy()),
-        edge_offset=torch.as_tensor(edge_rows[:, :3] @ cell, dtype=torch.float64),
+        edge_offset=torch.as_tensor(edge_rows[:, :3] @ edges.cell, dtype=torch.float64),
         edge_rows=edge_rows,
-        pairs=np.asarray(pairs, dtype=np.int64).reshape(-1, 5),
-        nao=nao,
-        plan=build_plan(pairs, species, edge_rows, nao, name),
+        pairs=pairs,
+        nao=edges.nao,
+        plan=build_plan(pairs, edges.species, edge_rows, edges.nao, name),
         names=[name],
         pair_ranges=[(0, len(pairs))],
+        **labels,
     )
 
 
@@ -329,29 +360,22 @@ def record_to_graph(record: HamiltonianRecord, cutoff: float, elements, basis: B
 
     Only the record's pairs within ``cutoff`` (and on-site) are kept: a model cannot
     predict farther pairs, and the dataset may have been labelled with a larger cutoff.
+    One neighbour search and one plan per record.
     """
-    nao_atom = basis.nao_per_atom(record.numbers)
-    graph = build_graph(record.numbers, record.positions, record.cell, record.pbc, cutoff,
-                        elements, basis, pairs=np.zeros((0, 5), np.int64), name=record.name)
+    edges = neighbour_edges(record.numbers, record.positions, record.cell, record.pbc, cutoff,
+                            elements, basis, record.name)
     pairs = np.asarray(record.atom_pairs, dtype=np.int64)
-    keep = _is_onsite(pairs) | (match_rows(pairs, graph.edge_rows) >= 0)
+    keep = np.flatnonzero(_is_onsite(pairs) | (match_rows(pairs, edges.edge_rows) >= 0))
     kept = pairs[keep]
-    starts = np.asarray(record.block_offsets)[:-1][keep]
-    sizes = nao_atom[kept[:, 3]] * nao_atom[kept[:, 4]]
-    # flat indices of the kept blocks, block after block
-    entries = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
-    entries = entries + np.arange(sizes.sum())  # [n_entries]
-    onsite = np.repeat(_is_onsite(kept), sizes)
+    layout = BlockLayout(pairs, basis.nao_per_atom(record.numbers))
+    entries = layout.entries(keep)  # flat indices of the kept blocks, block after block
+    onsite = np.repeat(_is_onsite(kept), layout.sizes[keep])
     if record.hamiltonian is None:
         raise GraphError(f"{record.name}: record has no Hamiltonian to train on")
-    species = graph.species.numpy()
-    return replace(
-        graph,
-        pairs=kept,
-        plan=build_plan(kept, species, graph.edge_rows, graph.nao, record.name),
+    return _graph(
+        edges, record.positions, kept, record.name,
         target=torch.as_tensor(np.asarray(record.hamiltonian, dtype=np.float64)[entries]),
         onsite_entries=torch.as_tensor(onsite),
-        pair_ranges=[(0, len(kept))],
     )
 
 

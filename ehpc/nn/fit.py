@@ -99,11 +99,13 @@ def fit(
     seed_everything(seed)
     where = torch.device(device) if device is not None else torch.device("cpu")
     model.to(device=where, dtype=dtype)
-    if not bool(model.has_statistics):
-        model.set_statistics(list(train_records))
     for record in [*train_records, *val_records]:
         model.check_compatible(model.basis, record.numbers, record.name)
     data = RecordData(model.basis, list(train_records), list(val_records))
+    if not bool(model.has_statistics):  # from the training graphs the trainer reuses
+        model.set_statistics([data.graph(n, model.cutoff, model.elements, model.basis)
+                              for n in data.train_names])
+        model.set_fermi_offset(list(train_records))
     history: list[dict] = []
 
     def on_epoch(row: dict) -> None:

@@ -33,9 +33,11 @@ from ..basis import E3NN_FRAME, Basis
 from ..errors import UserError
 from ..graph import receptive_cutoff
 from ..io.dataset import HamiltonianRecord
+from ..io.layout import BlockLayout
 from ..units import ENERGY_UNIT, LENGTH_UNIT
 from .blocks import PairBlockSpec, pair_block_spec, transpose_index
-from .data import Graph, GraphError, build_graph, match_rows, species_index
+from .data import (Edges, Graph, GraphError, build_graph, neighbour_edges, record_to_graph,
+                   species_index)
 from .layers import EdgeEmbedding, InteractionLayer, hidden_irreps
 from .radial import DEFAULT_ENVELOPE_POWER, RadialEmbedding
 
@@ -297,7 +299,7 @@ class HamiltonianModel(torch.nn.Module):
                 raise ValueError("for_dataset(basis, ...) needs elements=[atomic numbers]")
             return cls(source, elements, cutoff, **hparams)
         if elements is None:
-            elements = dataset_elements(source)
+            elements = source.elements()
         return cls(source.basis, elements, cutoff, **hparams)
 
     def check_compatible(self, basis: Basis, numbers, where: str = "structure") -> None:
@@ -376,45 +378,52 @@ class HamiltonianModel(torch.nn.Module):
     # ------------------------------------------------------------------ statistics
 
     @torch.no_grad()
-    def set_statistics(self, records: list[HamiltonianRecord]) -> None:
-        """Fit readout scales/shifts and the mean neighbour count to training records."""
+    def set_statistics(self, structures: list[HamiltonianRecord | Graph]) -> None:
+        """Fit readout scales/shifts and the mean neighbour count to training structures.
+
+        Args:
+            structures: labelled records, or their training graphs
+                (:func:`ehpc.nn.data.record_to_graph` with this model's cutoff, elements
+                and basis), which saves searching their neighbours again.
+        """
         samples: dict[tuple[str, str], list[np.ndarray]] = {}
         n_edges, n_atoms = 0, 0
-        fermi_offsets = []
-        for record in records:
-            self.check_compatible(self.basis, record.numbers, record.name)
-            offset = record_fermi_offset(record, self.basis.nao_per_atom(record.numbers))
-            if offset is not None:
-                fermi_offsets.append(offset)
-            graph = self.graph(record.numbers, record.positions, record.cell, record.pbc,
-                               pairs=np.zeros((0, 5), np.int64), name=record.name)
+        for graph in structures:
+            if isinstance(graph, HamiltonianRecord):
+                self.check_compatible(self.basis, graph.numbers, graph.name)
+                graph = record_to_graph(graph, self.cutoff, self.elements, self.basis)
             n_edges += graph.n_edges
             n_atoms += graph.n_atoms
-            pairs = np.asarray(record.atom_pairs)
+            pairs = graph.pairs  # the record's pairs within the cutoff, and on-site
+            species = graph.species.cpu().numpy()
+            layout = BlockLayout(pairs, graph.nao[species])
+            flat = graph.target.cpu().numpy()
             onsite = (pairs[:, 3] == pairs[:, 4]) & ~pairs[:, :3].any(axis=1)
-            inside = onsite | (match_rows(pairs, graph.edge_rows) >= 0)
-            nao = self.basis.nao_per_atom(record.numbers)
-            offsets = np.asarray(record.block_offsets)
-            flat = np.asarray(record.hamiltonian)
-            zi, zj = record.numbers[pairs[:, 3]], record.numbers[pairs[:, 4]]
-            for a in self.elements:
-                for b in self.elements:
+            si, sj = species[pairs[:, 3]], species[pairs[:, 4]]
+            for ia, a in enumerate(self.elements):
+                for ib, b in enumerate(self.elements):
                     for kind, mask in (("onsite", onsite), ("offsite", ~onsite)):
-                        rows = np.flatnonzero(inside & mask & (zi == a) & (zj == b))
+                        rows = np.flatnonzero(mask & (si == ia) & (sj == ib))
                         if len(rows) == 0:
                             continue
-                        size = nao[pairs[rows[0], 3]] * nao[pairs[rows[0], 4]]
                         key = (kind, str(a) if kind == "onsite" else _pair_key(a, b))
-                        index = offsets[rows][:, None] + np.arange(size)  # [n_rows, size]
-                        samples.setdefault(key, []).append(flat[index])
+                        block = flat[layout.entries(rows)].reshape(len(rows), -1)  # [n_rows, size]
+                        samples.setdefault(key, []).append(block)
         for (kind, key), blocks in samples.items():
             readout = getattr(self, kind)[key]
             readout.set_statistics(readout.spec.to_irreps(np.concatenate(blocks)))
         if n_atoms:
             self.avg_neighbours.fill_(max(n_edges / n_atoms, 1.0))
-        if fermi_offsets:
-            self.fermi_offset.fill_(float(np.mean(fermi_offsets)))
         self.has_statistics.fill_(True)
+
+    @torch.no_grad()
+    def set_fermi_offset(self, records: list[HamiltonianRecord]) -> None:
+        """Record how far E_F lies above the on-site estimate in the training ``records``
+        (their mean; records without S, E_F or an electron count are skipped)."""
+        offsets = [record_fermi_offset(r, self.basis.nao_per_atom(r.numbers)) for r in records]
+        offsets = [o for o in offsets if o is not None]
+        if offsets:
+            self.fermi_offset.fill_(float(np.mean(offsets)))
 
     @property
     def fermi_offset_eV(self) -> float | None:
@@ -471,11 +480,14 @@ class HamiltonianModel(torch.nn.Module):
     # ------------------------------------------------------------------ inference
 
     def graph(self, numbers, positions, cell, pbc, pairs: np.ndarray | None = None,
-              name: str = "structure") -> Graph:
-        """The model's graph of one structure (``pairs=None``: all pairs within the cutoff)."""
+              name: str = "structure", edges: Edges | None = None) -> Graph:
+        """The model's graph of one structure (``pairs=None``: all pairs within the cutoff).
+
+        ``edges``: the structure's neighbour search, if already done.
+        """
         self.check_compatible(self.basis, numbers, name)
         return build_graph(numbers, positions, cell, pbc, self.cutoff, self.elements, self.basis,
-                           pairs=pairs, name=name)
+                           pairs=pairs, name=name, edges=edges)
 
     @torch.no_grad()
     def predict(self, numbers, positions, cell, pbc, pairs: np.ndarray | None = None, device=None,
@@ -504,13 +516,13 @@ class HamiltonianModel(torch.nn.Module):
             self.to(device=device, dtype=dtype)
         was_training = self.training
         self.eval()
+        self.check_compatible(self.basis, numbers, name)
+        # one neighbour search: the graph's edges and, by default, the pairs to predict
+        edges = neighbour_edges(numbers, positions, cell, pbc, self.cutoff, self.elements,
+                                self.basis, name)
         no_pairs = np.zeros((0, 5), np.int64)
-        graph = self.graph(numbers, positions, cell, pbc, pairs=no_pairs, name=name)
-        if pairs is None:
-            from ..graph import neighbour_list
-
-            pairs = neighbour_list(positions, cell, pbc, self.cutoff, self_edges=True).atom_pairs()
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
+        graph = self.graph(numbers, positions, cell, pbc, pairs=no_pairs, name=name, edges=edges)
+        pairs = np.asarray(edges.rows if pairs is None else pairs, dtype=np.int64).reshape(-1, 5)
         graph = graph.to(self.device, self.dtype)
         node, edge, envelope = self.encode(graph)
         from .data import build_plan
@@ -561,15 +573,3 @@ def read_model_file(path: str | Path) -> dict:
 def _pair_key(za: int, zb: int) -> str:
     return f"{za}_{zb}"
 
-
-def dataset_elements(dataset) -> list[int]:
-    """Every atomic number in a dataset, read without loading the Hamiltonians."""
-    import h5py
-
-    from ..io.dataset import NUMBERS, STRUCTURES
-
-    found: set[int] = set()
-    with h5py.File(dataset.path, "r") as f:
-        for name in f[STRUCTURES]:
-            found.update(int(z) for z in np.unique(f[STRUCTURES][name][NUMBERS][()]))
-    return sorted(found)

@@ -9,7 +9,8 @@
 - ``loss.py``: the losses (matrix elements with their weights; band energies);
 - ``metrics.py``: the one error reducer (training, validation, ``ehpc-evaluate``);
 - ``optim.py``: Levenberg-Marquardt for small exact fits;
-- ``checkpoint.py``, ``ema.py``, ``schedule.py``, ``plot.py``: its parts.
+- ``checkpoint.py``, ``ema.py``, ``schedule.py``: its parts (the learning-curve figure is
+  ``ehpc.analysis.learning_curve``).
 """
 
 from .config import Config, ConfigError, load_config

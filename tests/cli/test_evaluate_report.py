@@ -12,7 +12,7 @@ from ehpc.basis import Basis
 from ehpc.cli import evaluate as evaluate_cli
 from ehpc.cli import report as report_cli
 from ehpc.dft import label_structure
-from ehpc.evaluate import compare, summarise
+from ehpc.analysis.evaluate import compare, summarise
 from ehpc.io.dataset import DatasetWriter
 from ehpc.io.splits import write_splits
 from ehpc.nn.model import HamiltonianModel
@@ -108,7 +108,7 @@ def test_band_comparison_writes_plot_and_consistent_json(tmp_path):
     from ase.build import bulk
     from ase.io import write
 
-    from ehpc.infer.overlap import IntegralModel
+    from ehpc.integrals import IntegralModel
 
     cell = tmp_path / "si2.extxyz"
     write(cell, bulk("Si", "diamond", a=5.43))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from ehpc.bands import band_energies, bloch_matrix
+from ehpc.analysis.bands import band_energies, bloch_matrix
 from ehpc.basis import Basis
 from ehpc.dft import label_structure
 from ehpc.dft.periodic import (band_kmesh, build_cell, crystal_record, half_mesh,
@@ -182,7 +182,7 @@ def test_band_kmesh_when_first_guess_suffices():
 def test_reference_bands_of_a_left_handed_cell_match_get_bands(silicon, reference):
     """dft_bands on the same crystal with two lattice vectors swapped (a left-handed cell,
     k-point components swapped to match) reproduces PySCF's bands of the original cell."""
-    from ehpc.dft.bands import dft_bands
+    from ehpc.analysis.dft_bands import dft_bands
 
     swapped = silicon.copy()
     swapped.set_cell(silicon.cell[[1, 0, 2]])  # same lattice and positions, det < 0
@@ -223,7 +223,7 @@ def test_recorded_floor_equals_cut_bands_against_get_bands(which, short_record, 
                                                            silicon):
     """The floor in the record is what one gets by hand: bands of the kept H blocks with the
     exact overlap, against PySCF's own get_bands at the same k-points."""
-    from ehpc.bands import bands_with_exact_overlap
+    from ehpc.analysis.bands import bands_with_exact_overlap
 
     rec = short_record if which == "short" else record
     pcell, mf = scf
@@ -267,7 +267,7 @@ def test_evaluation_separates_floor_model_and_total(short_record):
     """A "model" that returns DFT's own cut blocks: no model error, and the total error is
     the floor recorded at labelling time (two routes to the exact S: PySCF's lattice sum
     there, ehpc's integral model here)."""
-    from ehpc.evaluate import score_against_truth, summarise_truth
+    from ehpc.analysis.evaluate import score_against_truth, summarise_truth
 
     scores = score_against_truth(short_record, short_record.hamiltonian, BASIS)
     assert scores.model[0] == 0.0 and scores.model[1] == 0.0

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ehpc.io.dataset import Dataset
-from ehpc.io.results import gamma_matrix, read_results
+from ehpc.io.layout import gamma_matrix
+from ehpc.io.results import read_results
 
 from .conftest import check, mpirun, si_cluster, si_crystal, write_traj
 
@@ -111,7 +112,7 @@ def test_preallocation_is_the_exact_pair_pattern(runs, structures, si_model_path
     """PETSc stores exactly the entries of every atom pair within the pattern's range."""
     from ehpc.basis import Basis
     from ehpc.graph import neighbour_list
-    from ehpc.infer.overlap import INTEGRAL_TOLERANCE, integral_ranges
+    from ehpc.integrals import INTEGRAL_TOLERANCE, integral_ranges
     from ehpc.nn.model import HamiltonianModel
 
     atoms, _ = structures[system]

@@ -261,7 +261,7 @@ def test_schema_default_is_the_code_overlap_tolerance():
     import yaml
 
     from ehpc.cli.infer import build_parser
-    from ehpc.infer.overlap import INTEGRAL_TOLERANCE
+    from ehpc.integrals import INTEGRAL_TOLERANCE
     from ehpc.infer.pipeline import InferenceOptions
 
     schema = yaml.safe_load(open("configs/schema.yaml"))

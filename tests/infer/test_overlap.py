@@ -8,9 +8,10 @@ from ase.build import bulk, molecule
 
 from ehpc.basis import Basis
 from ehpc.infer.halo import build_halo, cluster_pairs
-from ehpc.infer.overlap import IntegralModel, cluster_overlap, integral_ranges
+from ehpc.infer.overlap import cluster_overlap
+from ehpc.integrals import IntegralModel, integral_ranges
 from ehpc.infer.partition import partition
-from ehpc.io.results import gamma_matrix
+from ehpc.io.layout import gamma_matrix
 from ehpc.units import HARTREE_TO_EV
 
 TOL = 1e-10

@@ -119,7 +119,7 @@ def test_pipeline_reports_near_singular_overlap(lattice, singular):
 
     from ehpc.basis import Basis
     from ehpc.infer.fermi import FermiError
-    from ehpc.infer.overlap import IntegralModel
+    from ehpc.integrals import IntegralModel
     from ehpc.infer.pipeline import InferenceOptions, run_inference
 
     atoms = bulk("He", "fcc", a=lattice) * (2, 1, 1)

@@ -1,7 +1,7 @@
 """The band-energy loss: exact at the DFT blocks, differentiable, and it trains.
 
 References are independent: dense ``scipy.linalg.eigh`` of the generalised problem
-built with ``ehpc.bands.bloch_sum`` (crystal) or by hand (molecule), never the loss's
+built with ``ehpc.io.layout.bloch_sum`` (crystal) or by hand (molecule), never the loss's
 own torch path.
 """
 
@@ -11,7 +11,7 @@ import scipy.linalg
 import torch
 from ase import Atoms
 
-from ehpc.bands import bloch_sum
+from ehpc.io.layout import bloch_sum
 from ehpc.basis import Basis
 from ehpc.dft import label_structure
 from ehpc.nn import HamiltonianModel, record_to_graph
@@ -131,7 +131,7 @@ def test_band_loss_drops_when_overfitting_one_structure(which, records, crystal)
 def test_ehpc_train_reports_the_band_error_of_its_model(tmp_path, config_file, records):
     """Adam steps with the band term, and ``val_band_mae_meV`` is the exported model's."""
     from ehpc.cli import train as cli
-    from ehpc.io.results import gamma_matrix
+    from ehpc.io.layout import gamma_matrix
 
     from .conftest import SPLITS, read_rows
 

@@ -15,11 +15,11 @@ import numpy as np
 import scipy.linalg
 from ase import Atoms
 
-from ..bands import bands_with_exact_overlap
 from ..basis import Basis
+from ..dft.periodic import build_cell, crystal_record, fock_at_kpts, run_krks
+from ..dft.scf import SCF_CONV_TOL, SCF_MAX_CYCLE, frontier_levels, midgap
 from ..units import HARTREE_TO_EV
-from .periodic import build_cell, crystal_record, fock_at_kpts, run_krks
-from .scf import SCF_CONV_TOL, SCF_MAX_CYCLE, frontier_levels, midgap
+from .bands import bands_with_exact_overlap
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from .basis import Basis
-from .io.dataset import HAMILTONIAN, OVERLAP, HamiltonianRecord
-from .io.results import gamma_matrix
+from ..basis import Basis
+from ..io.dataset import HAMILTONIAN, OVERLAP, HamiltonianRecord
+from ..io.layout import BlockLayout
+from ..predictor import BlockPredictor
 
 #: k-points along a default band path
 BAND_PATH_POINTS = 80
@@ -31,30 +32,19 @@ BAND_PATH_POINTS = 80
 OVERLAP_TOL = 1e-10
 
 
-def bloch_sum(atom_pairs: np.ndarray, flat: np.ndarray, nao: np.ndarray,
-              k_frac: np.ndarray) -> np.ndarray:
-    """Dense ``Σ_R e^{2πi k·R} M(R)`` from block-sparse ``M(R)`` at one fractional k.
-
-    Args:
-        atom_pairs: ``[Rx, Ry, Rz, i, j]`` rows.            # [n_pairs, 5]
-        flat: row-major blocks laid out by ``block_offsets``.  # [n_entries]
-        nao: orbitals per atom.                              # [n_atoms]
-        k_frac: k in units of the reciprocal lattice vectors.  # [3]
-    """
-    atom_pairs = np.asarray(atom_pairs, dtype=np.int64).reshape(-1, 5)
-    phases = np.exp(2j * np.pi * atom_pairs[:, :3] @ np.asarray(k_frac, dtype=np.float64))
-    sizes = nao[atom_pairs[:, 3]] * nao[atom_pairs[:, 4]]  # [n_pairs]
-    return gamma_matrix(atom_pairs, np.repeat(phases, sizes) * flat, nao).toarray()
-
-
 def bloch_matrix(
     record: HamiltonianRecord, basis: Basis, k_frac: np.ndarray, which: str = HAMILTONIAN
 ) -> np.ndarray:
     """``Σ_R e^{2πi k·R} M(R)`` for H or S of ``record`` at one fractional k-point."""
+    return BlockLayout(record.atom_pairs, basis.nao_per_atom(record.numbers)).bloch(
+        _stored(record, which), k_frac)
+
+
+def _stored(record: HamiltonianRecord, which: str) -> np.ndarray:
     flat = getattr(record, which)
     if flat is None:
         raise ValueError(f"{record.name}: record stores no {which}; relabel it with overlaps")
-    return bloch_sum(record.atom_pairs, flat, basis.nao_per_atom(record.numbers), k_frac)
+    return flat
 
 
 def _solve(h_of_k, s_of_k, kpts_frac: np.ndarray, name: str) -> np.ndarray:
@@ -86,16 +76,18 @@ def band_energies(record: HamiltonianRecord, basis: Basis, kpts_frac: np.ndarray
             cutoff truncates the overlap too early.
     """
     kpts_frac = np.atleast_2d(np.asarray(kpts_frac, dtype=np.float64))
-    return _solve(lambda k: bloch_matrix(record, basis, k, HAMILTONIAN),
-                  lambda k: bloch_matrix(record, basis, k, OVERLAP), kpts_frac, record.name)
+    layout = BlockLayout(record.atom_pairs, basis.nao_per_atom(record.numbers))  # H and S share it
+    h, s = _stored(record, HAMILTONIAN), _stored(record, OVERLAP)
+    return _solve(lambda k: layout.bloch(h, k), lambda k: layout.bloch(s, k), kpts_frac,
+                  record.name)
 
 
-def model_bands(model, atoms, kpts_frac: np.ndarray, overlap_tol: float = OVERLAP_TOL,
-                name: str = "band structure") -> np.ndarray:
+def model_bands(model: BlockPredictor, atoms, kpts_frac: np.ndarray,
+                overlap_tol: float = OVERLAP_TOL, name: str = "band structure") -> np.ndarray:
     """Bands in eV of a periodic ``atoms`` from the model's H(R) and the exact S(R).
 
     Args:
-        model: anything with ``basis`` and ``predict`` (e.g. a HamiltonianModel).
+        model: predicts the H blocks (e.g. a HamiltonianModel).
         atoms: a fully periodic ``ase.Atoms``.
         kpts_frac: k-points in units of the reciprocal lattice vectors.  # [n_k, 3]
         overlap_tol: S(R) blocks are computed for every pair whose overlap can exceed this.
@@ -114,7 +106,7 @@ def exact_overlap(atoms, basis: Basis, overlap_tol: float = OVERLAP_TOL
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Block-sparse exact S(R) of a periodic ``atoms``: every pair whose overlap can exceed
     ``overlap_tol``, as ``(pairs, flat)``."""
-    from .infer.overlap import IntegralModel
+    from ..integrals import IntegralModel
 
     numbers = atoms.numbers
     exact = IntegralModel(basis, "overlap", tol=overlap_tol).with_cutoff_for(numbers)
@@ -138,9 +130,11 @@ def bands_with_exact_overlap(h_pairs: np.ndarray, h_flat: np.ndarray, atoms, bas
     """
     s_pairs, s_flat = exact_overlap(atoms, basis, overlap_tol) if overlap is None else overlap
     nao = basis.nao_per_atom(atoms.numbers)
+    h_layout = BlockLayout(np.asarray(h_pairs).reshape(-1, 5), nao)
+    s_layout = BlockLayout(np.asarray(s_pairs).reshape(-1, 5), nao)
     kpts_frac = np.atleast_2d(np.asarray(kpts_frac, dtype=np.float64))
-    return _solve(lambda k: bloch_sum(h_pairs, h_flat, nao, k),
-                  lambda k: bloch_sum(s_pairs, s_flat, nao, k), kpts_frac, name)
+    return _solve(lambda k: h_layout.bloch(h_flat, k), lambda k: s_layout.bloch(s_flat, k),
+                  kpts_frac, name)
 
 
 @dataclass(frozen=True)

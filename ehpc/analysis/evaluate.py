@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from .io.dataset import HamiltonianRecord
-from .io.results import gamma_matrix
-from .units import EV_TO_MEV, EV_TO_MICROHARTREE
+from ..io.dataset import HamiltonianRecord
+from ..io.layout import BlockLayout
+from ..predictor import BlockPredictor
+from ..units import EV_TO_MEV, EV_TO_MICROHARTREE
 
 #: energy window around E_F (eV) for the eigenvalue error of crystals
 EIGEN_WINDOW_EV = 2.0
@@ -40,14 +41,14 @@ class StructureErrors:
         return self.abs_error_sum / max(self.n_entries, 1)
 
 
-def predict_record(model, record: HamiltonianRecord) -> np.ndarray:
+def predict_record(model: BlockPredictor, record: HamiltonianRecord) -> np.ndarray:
     """Model blocks for exactly the record's pairs, flat in the record's layout."""
     _, flat = model.predict(record.numbers, record.positions, record.cell, record.pbc,
                             pairs=record.atom_pairs, name=record.name)
     return flat
 
 
-def compare(model, record: HamiltonianRecord, predicted: np.ndarray | None = None,
+def compare(model: BlockPredictor, record: HamiltonianRecord, predicted: np.ndarray | None = None,
             overlap: np.ndarray | None = None) -> StructureErrors:
     """Matrix-element, eigenvalue and occupied-state errors of one structure.
 
@@ -61,10 +62,11 @@ def compare(model, record: HamiltonianRecord, predicted: np.ndarray | None = Non
     """
     predicted = predict_record(model, record) if predicted is None else predicted
     nao = model.basis.nao_per_atom(record.numbers)
-    h_dft = gamma_matrix(record.atom_pairs, record.hamiltonian, nao).toarray()
-    h_ml = gamma_matrix(record.atom_pairs, predicted, nao).toarray()
+    layout = BlockLayout(record.atom_pairs, nao)  # one pattern for H_DFT, H_model and S
+    h_dft = layout.gamma(record.hamiltonian).toarray()
+    h_ml = layout.gamma(predicted).toarray()
     if overlap is None:
-        s = gamma_matrix(record.atom_pairs, record.overlap, nao).toarray()
+        s = layout.gamma(record.overlap).toarray()
     else:
         s = np.asarray(overlap, dtype=np.float64)
         if s.shape != h_dft.shape:
@@ -100,7 +102,7 @@ def summarise(errors: list[StructureErrors]) -> dict:
     The sums are reduced by ``ehpc.train.metrics.ErrorSums``, the reducer training and
     validation use, so ``h_mae_eV`` here and ``val_mae_eV`` there are the same number.
     """
-    from .train.metrics import ErrorSums
+    from ..train.metrics import ErrorSums
 
     sums = ErrorSums()
     for e in errors:
@@ -150,8 +152,8 @@ def score_against_truth(record: HamiltonianRecord, predicted: np.ndarray, basis
 
     Both block sets are solved with the exact lattice-summed S, as at inference.
     """
+    from ..dft.floor import band_error
     from .bands import bands_with_exact_overlap, exact_overlap
-    from .dft.floor import band_error
 
     if record.reference_bands is None or not np.asarray(record.pbc).any():
         return None
