@@ -154,7 +154,8 @@ def build_model(config, data, blob):
         cutoff = found[0]
     elements = mc.elements or data.elements()
     hparams = {k: getattr(mc, k) for k in ("channels", "lmax", "sh_lmax", "n_radial",
-                                           "radial_hidden", "envelope_power")}
+                                           "radial_hidden", "envelope_power",
+                                           "envelope_width")}
     try:
         return HamiltonianModel(data.basis, elements, cutoff, mc.n_layers, **hparams)
     except ValueError as err:

@@ -39,7 +39,7 @@ from .blocks import PairBlockSpec, pair_block_spec, transpose_index
 from .data import (Edges, Graph, GraphError, build_graph, neighbour_edges, record_to_graph,
                    species_index)
 from .layers import EdgeEmbedding, InteractionLayer, hidden_irreps
-from .radial import DEFAULT_ENVELOPE_POWER, RadialEmbedding
+from .radial import DEFAULT_ENVELOPE_POWER, DEFAULT_ENVELOPE_WIDTH, RadialEmbedding
 
 #: default hyper-parameters; every one is recorded in ``model.metadata``
 DEFAULT_HPARAMS = {
@@ -49,6 +49,7 @@ DEFAULT_HPARAMS = {
     "n_radial": 8,
     "radial_hidden": 64,
     "envelope_power": DEFAULT_ENVELOPE_POWER,
+    "envelope_width": DEFAULT_ENVELOPE_WIDTH,
 }
 
 #: a scale fitted to data never drops below this fraction of its readout's largest one,
@@ -176,7 +177,10 @@ class HamiltonianModel(torch.nn.Module):
         sh_lmax: highest spherical harmonic of the edge direction.
         n_radial: Bessel functions in the radial basis.
         radial_hidden: width of the radial networks.
-        envelope_power: order of the polynomial cutoff envelope.
+        envelope_power: order of the polynomial cutoff envelope (when ``envelope_width``
+            is None).
+        envelope_width: Å over which the switch envelope falls to 0 at the cutoff; None:
+            the polynomial envelope over the whole cutoff (models saved before the switch).
         widen: raise ``channels`` to :func:`block_multiplicity` (False rebuilds a saved
             architecture exactly).
 
@@ -220,7 +224,8 @@ class HamiltonianModel(torch.nn.Module):
         n_species = len(self.elements)
         self.irreps_hidden = hidden_irreps(hp["channels"], hp["lmax"])
         self.irreps_sh = o3.Irreps.spherical_harmonics(hp["sh_lmax"])
-        self.radial = RadialEmbedding(self.cutoff, hp["n_radial"], hp["envelope_power"])
+        self.radial = RadialEmbedding(self.cutoff, hp["n_radial"], hp["envelope_power"],
+                                      hp["envelope_width"])
         self.node_embedding = o3.Linear(o3.Irreps([(n_species, (0, 1))]), self.irreps_hidden)
         hidden, sh = self.irreps_hidden, self.irreps_sh
         self.edge_embedding = EdgeEmbedding(n_species, sh, hidden, hp["n_radial"],
@@ -280,7 +285,7 @@ class HamiltonianModel(torch.nn.Module):
                 f"model metadata has units {units}; ehpc uses {ENERGY_UNIT}/{LENGTH_UNIT}"
             )
         basis = Basis(meta["basis"], meta.get("pseudo") or None)
-        hparams = meta.get("hparams", {})
+        hparams = {"envelope_width": None, **meta.get("hparams", {})}  # older files: polynomial
         return cls(basis, meta["elements"], meta["cutoff"], meta["n_layers"], widen=False,
                    **hparams)
 

@@ -68,7 +68,11 @@ class ModelConfig:
     sh_lmax: int | None = _opt(None, "highest spherical harmonic of edges; null: lmax", min=0)
     n_radial: int = _opt(8, "Bessel functions of the radial basis", min=1)
     radial_hidden: int = _opt(64, "width of the radial networks", min=1)
-    envelope_power: int = _opt(6, "order of the polynomial cutoff envelope", min=1)
+    envelope_power: int = _opt(6, "order of the polynomial cutoff envelope (envelope_width: null)",
+                               min=1)
+    envelope_width: float | None = _opt(
+        0.5, "Å over which the envelope falls to 0 at the cutoff; null: polynomial over the "
+        "whole cutoff, which damps a block at 0.9 cutoff to 4 %", gt=0)
     init: str | None = _opt(
         None, "fine-tune this saved model; its architecture replaces the keys above")
 
