@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import replacing
+from ..atomic import replacing
 
 #: Gaussian broadening (eV) of the density of states
 DOS_SIGMA_EV = 0.05
