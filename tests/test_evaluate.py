@@ -73,7 +73,7 @@ def test_given_overlap_replaces_the_records(water):
 
 
 def test_plots_are_written(water, tmp_path):
-    from ehpc import plots
+    from ehpc.analysis import plots
 
     _, record = water
     path = plots.parity(record.hamiltonian, record.hamiltonian * 1.01, tmp_path / "parity.png")

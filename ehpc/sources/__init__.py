@@ -8,7 +8,7 @@
 """
 
 from . import hessian
-from .common import SourceError, check_unique_names, from_file
+from .common import SourceError, check_spread, check_unique_names, from_file
 from .conformers import NormalModes, molecular_cluster, molecular_conformers, normal_modes
 from .hessian import molecular_hessian
 from .spec import SPEC_KEYS, SPEC_RANGES, check_spec, from_spec, from_spec_file, load_specs
@@ -20,6 +20,7 @@ __all__ = [
     "NormalModes",
     "SourceError",
     "check_spec",
+    "check_spread",
     "check_unique_names",
     "from_file",
     "from_spec",

@@ -45,7 +45,7 @@ USER_FACING = [
     ("ehpc.nn.model", "ModelFileError"), ("ehpc.nn.data", "GraphError"),
     ("ehpc.train.config", "ConfigError"), ("ehpc.train.checkpoint", "CheckpointError"),
     ("ehpc.train.distributed", "DistributedError"), ("ehpc.train.loop", "TrainingDiverged"),
-    ("ehpc.infer.fermi", "FermiError"), ("ehpc.infer.overlap", "IntegralError"),
+    ("ehpc.infer.fermi", "FermiError"), ("ehpc.integrals", "IntegralError"),
     ("ehpc.infer.solve", "SolveError"), ("ehpc.infer.pipeline", "StructureMismatch"),
     ("ehpc.infer.pipeline", "InputRefused"),
 ]
