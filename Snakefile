@@ -9,7 +9,7 @@ import json
 import shlex
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("8.0")
 
@@ -24,14 +24,13 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/config.smk"
 
 
-check_schema(config)
-validate(config, "configs/schema.yaml")  # fills in the schema's defaults
+check_schema(config)  # also fills in the schema's defaults
 check_functional(config)
 check_structure_specs(config)
 check_train_config(config)
 
 WORK = config["workdir"].rstrip("/")
-N_CHUNKS = config["datagen"].get("n_chunks", 1)
+N_CHUNKS = config["datagen"]["n_chunks"]
 
 
 #: shell of every rule that turns a structure spec (params.spec) into an extxyz file

@@ -30,6 +30,10 @@ PROG = "ehpc-evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # the defaults of the code that uses them (imported here: the module itself stays light)
+    from ..analysis.bands import BAND_PATH_POINTS
+    from ..dft.scf import SCF_CONV_TOL
+
     parser = argparse.ArgumentParser(prog=PROG, description=summary(__doc__))
     parser.add_argument("--model", type=Path, required=True, help="model file from ehpc-train")
     parser.add_argument("--dataset", type=Path, required=True, help="labelled dataset (.h5)")
@@ -42,11 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="small periodic cell to compare bands on (any ASE format)")
     bands.add_argument("--band-path", default=None,
                        help="special points, e.g. LGXUKG (default: the lattice's standard path)")
-    bands.add_argument("--band-points", type=int, default=80, help="k-points along the path")
+    bands.add_argument("--band-points", type=int, default=BAND_PATH_POINTS,
+                       help="k-points along the path")
     bands.add_argument("--kmesh", type=int, nargs=3, default=[4, 4, 4],
                        help="SCF k-mesh of the DFT reference (default: 4 4 4)")
     bands.add_argument("--xc", default=None, help="functional (default: the dataset's)")
-    bands.add_argument("--conv-tol", type=float, default=1e-9, help="SCF tolerance (Hartree)")
+    bands.add_argument("--conv-tol", type=float, default=SCF_CONV_TOL,
+                       help="SCF tolerance (Hartree)")
     return parser
 
 

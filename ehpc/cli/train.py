@@ -153,11 +153,8 @@ def build_model(config, data, blob):
                               "label cutoff; set model.cutoff (Å)")
         cutoff = found[0]
     elements = mc.elements or data.elements()
-    hparams = {k: getattr(mc, k) for k in ("channels", "lmax", "sh_lmax", "n_radial",
-                                           "radial_hidden", "envelope_power",
-                                           "envelope_width")}
     try:
-        return HamiltonianModel(data.basis, elements, cutoff, mc.n_layers, **hparams)
+        return HamiltonianModel(data.basis, elements, cutoff, mc.n_layers, **mc.hparams())
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
 

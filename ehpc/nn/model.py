@@ -34,23 +34,17 @@ from ..errors import UserError
 from ..graph import receptive_cutoff
 from ..io.dataset import HamiltonianRecord
 from ..io.layout import BlockLayout
+from ..train.config import ModelConfig
 from ..units import ENERGY_UNIT, LENGTH_UNIT
 from .blocks import PairBlockSpec, pair_block_spec, transpose_index
 from .data import (Edges, Graph, GraphError, build_graph, neighbour_edges, record_to_graph,
                    species_index)
 from .layers import EdgeEmbedding, InteractionLayer, hidden_irreps
-from .radial import DEFAULT_ENVELOPE_POWER, DEFAULT_ENVELOPE_WIDTH, RadialEmbedding
+from .radial import RadialEmbedding
 
-#: default hyper-parameters; every one is recorded in ``model.metadata``
-DEFAULT_HPARAMS = {
-    "channels": 16,
-    "lmax": None,  # None: the largest L the basis' blocks need
-    "sh_lmax": None,  # None: lmax
-    "n_radial": 8,
-    "radial_hidden": 64,
-    "envelope_power": DEFAULT_ENVELOPE_POWER,
-    "envelope_width": DEFAULT_ENVELOPE_WIDTH,
-}
+#: default hyper-parameters, the training config's (lmax None: the largest L the basis'
+#: blocks need; sh_lmax None: lmax); every one is recorded in ``model.metadata``
+DEFAULT_HPARAMS = ModelConfig().hparams()
 
 #: a scale fitted to data never drops below this fraction of its readout's largest one,
 #: so irreps that happen to vanish in the training set can still be learned

@@ -12,14 +12,17 @@ import math
 
 import torch
 
-#: polynomial order of the envelope; p = 6 keeps the first p - 1 derivatives continuous
-DEFAULT_ENVELOPE_POWER = 6
+from ..train.config import ModelConfig
 
-#: Å over which the switch envelope falls from 1 to 0 just inside the cutoff.  DFT's own
-#: Si blocks (gth-dzvp-molopt-sr, 9 Å) times the switch give bands 1.3 meV (MAE) from
-#: the SCF's at 0.5 Å, 2.5 meV at 1 Å; times the polynomial envelope, 1.7 eV
-#: (bench/envelope_floor.py, docs/BENCHMARKS.md)
-DEFAULT_ENVELOPE_WIDTH = 0.5
+#: Bessel functions of the radial basis; the defaults here are the training config's
+DEFAULT_N_BASIS = ModelConfig().n_radial
+
+#: polynomial order of the envelope (why 6: ModelConfig.envelope_power)
+DEFAULT_ENVELOPE_POWER = ModelConfig().envelope_power
+
+#: Å over which the switch envelope falls from 1 to 0 just inside the cutoff (why 0.5 Å:
+#: ModelConfig.envelope_width)
+DEFAULT_ENVELOPE_WIDTH = ModelConfig().envelope_width
 
 
 class BesselBasis(torch.nn.Module):
@@ -31,7 +34,7 @@ class BesselBasis(torch.nn.Module):
         trainable: learn the frequencies ``n pi / r_c``.
     """
 
-    def __init__(self, r_max: float, n_basis: int = 8, trainable: bool = False):
+    def __init__(self, r_max: float, n_basis: int = DEFAULT_N_BASIS, trainable: bool = False):
         super().__init__()
         self.r_max = float(r_max)
         self.n_basis = int(n_basis)
@@ -108,8 +111,8 @@ class RadialEmbedding(torch.nn.Module):
         width: Å of the switch envelope (:class:`SwitchCutoff`).
     """
 
-    def __init__(self, r_max: float, n_basis: int = 8, p: int = DEFAULT_ENVELOPE_POWER,
-                 width: float | None = None):
+    def __init__(self, r_max: float, n_basis: int = DEFAULT_N_BASIS,
+                 p: int = DEFAULT_ENVELOPE_POWER, width: float | None = None):
         super().__init__()
         self.bessel = BesselBasis(r_max, n_basis)
         self.envelope = PolynomialCutoff(r_max, p) if width is None else SwitchCutoff(r_max, width)

@@ -14,8 +14,21 @@
 """
 
 from .config import Config, ConfigError, load_config
-from .distributed import DistInfo, init_distributed
-from .loop import Trainer, TrainingDiverged, TrainingInterrupted
+
+#: the torch side loads on first use, so ``ehpc.train.config`` stays light: ehpc.nn takes
+#: the model defaults from it while this package is not yet loaded, and the Snakefile
+#: checks training configs with it
+_LAZY = {"DistInfo": ".distributed", "init_distributed": ".distributed", "Trainer": ".loop",
+         "TrainingDiverged": ".loop", "TrainingInterrupted": ".loop"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name], __name__), name)
+
 
 __all__ = [
     "Config",

@@ -68,13 +68,27 @@ class ModelConfig:
     sh_lmax: int | None = _opt(None, "highest spherical harmonic of edges; null: lmax", min=0)
     n_radial: int = _opt(8, "Bessel functions of the radial basis", min=1)
     radial_hidden: int = _opt(64, "width of the radial networks", min=1)
+    # p = 6 keeps the first p - 1 derivatives of the polynomial envelope continuous
     envelope_power: int = _opt(6, "order of the polynomial cutoff envelope (envelope_width: null)",
                                min=1)
+    # DFT's own Si blocks (gth-dzvp-molopt-sr, 9 Å) times the switch give bands 1.3 meV
+    # (MAE) from the SCF's at 0.5 Å, 2.5 meV at 1 Å; times the polynomial envelope, 1.7 eV
+    # (bench/envelope_floor.py, docs/BENCHMARKS.md)
     envelope_width: float | None = _opt(
         0.5, "Å over which the envelope falls to 0 at the cutoff; null: polynomial over the "
         "whole cutoff, which damps a block at 0.9 cutoff to 4 %", gt=0)
     init: str | None = _opt(
         None, "fine-tune this saved model; its architecture replaces the keys above")
+
+    def hparams(self) -> dict[str, Any]:
+        """The keyword hyper-parameters of ``HamiltonianModel``: every key but its positional
+        arguments (cutoff, elements, n_layers) and the fine-tuning source."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in _NOT_HPARAMS}
+
+
+#: ModelConfig keys that are not keyword hyper-parameters of the network
+_NOT_HPARAMS = ("cutoff", "elements", "n_layers", "init")
 
 
 @dataclass

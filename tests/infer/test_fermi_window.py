@@ -257,20 +257,6 @@ def test_numeric_options_refused_with_one_line(option, value, tmp_path, capsys):
     assert status == 2 and len(err) == 1 and option in err[0], err
 
 
-def test_schema_default_is_the_code_overlap_tolerance():
-    import yaml
-
-    from ehpc.cli.infer import build_parser
-    from ehpc.integrals import INTEGRAL_TOLERANCE
-    from ehpc.infer.pipeline import InferenceOptions
-
-    schema = yaml.safe_load(open("configs/schema.yaml"))
-    infer = schema["properties"]["infer"]["properties"]
-    cli = build_parser().parse_args(["--model", "m", "--supercell", "x"]).overlap_tol
-    assert infer["overlap_tol"]["default"] == cli == InferenceOptions().overlap_tol
-    assert cli == INTEGRAL_TOLERANCE
-
-
 @pytest.fixture(scope="module")
 def crystal_runs(tmp_path_factory):
     """``mpirun -n P ehpc-infer`` at default nev on 64 Si atoms for P = 1, 2, 3."""

@@ -1,9 +1,9 @@
 # The whole resolved config, checked when the Snakefile is read (so by `snakemake -n`
-# too), before any job starts: the workflow keys against configs/schema.yaml, the
-# functional, every structure spec, and the training config that train.config names
+# too), before any job starts: the workflow keys against configs/schema.yaml, which also
+# fills in every key left out (the schema is the one owner of the workflow's defaults),
+# the functional, every structure spec, and the training config that train.config names
 # with the train.set overrides applied.  A bad key or value ends Snakemake with one line
 # naming it and exit status 2, never a traceback or a dump of the schema.
-import difflib
 import importlib.util
 import sys
 
@@ -17,34 +17,13 @@ def refuse(message: str):
 
 
 def check_schema(config: dict) -> None:
-    """The config against configs/schema.yaml; the most relevant error as one line."""
-    import jsonschema
-    import yaml
+    """The config against configs/schema.yaml, the schema's defaults filled in first (the
+    rules read plain config[...] lookups); the most relevant error as one line."""
+    from ehpc.config_schema import check_config
 
-    schema = yaml.safe_load(SCHEMA.read_text())
-    errors = jsonschema.Draft202012Validator(schema).iter_errors(config)
-    error = jsonschema.exceptions.best_match(errors)
-    if error is not None:
-        refuse(f"{schema_message(error)} (keys, types and defaults: {SCHEMA})")
-
-
-def schema_message(error) -> str:
-    """``infer.rankz: unknown key; did you mean 'ranks'?`` and the like."""
-    where = ".".join(str(p) for p in error.absolute_path)
-    prefix = f"{where}: " if where else ""
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        known = list(error.schema.get("properties", {}))
-        key = next(k for k in error.instance if k not in known)
-        close = difflib.get_close_matches(str(key), known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
-        return f"{where + '.' if where else ''}{key}: unknown key{hint}"
-    if error.validator == "required":
-        return f"{prefix}{error.message}"
-    value = repr(error.instance)
-    message = error.message
-    if len(value) > 60:  # a whole section: say which, not what it holds
-        message = message.replace(value, "this value")
-    return f"{prefix}{message[:200]}"
+    message = check_config(config, SCHEMA)
+    if message is not None:
+        refuse(f"{message} (keys, types and defaults: {SCHEMA})")
 
 
 def check_functional(config: dict) -> None:
@@ -62,7 +41,7 @@ def check_structure_specs(config: dict) -> None:
     from ehpc.sources import SourceError, check_spec
 
     specs = [("structures", s) for s in config["structures"]]
-    specs += [("evaluate.band_structure", config["evaluate"].get("band_structure"))]
+    specs += [("evaluate.band_structure", config["evaluate"]["band_structure"])]
     specs += [("infer.structure", config["infer"]["structure"])]
     for where, spec in specs:
         if spec is None:
@@ -91,7 +70,7 @@ def train_config_module():
 
 def train_set_overrides(config: dict) -> list[str]:
     """train.set as ehpc-train ``--set KEY=VALUE`` strings (values as JSON, read as YAML)."""
-    overrides = config["train"].get("set") or {}
+    overrides = config["train"]["set"] or {}
     return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
 
 

@@ -3,21 +3,21 @@
 def hessian_args():
     """Level of theory of the normal-mode Hessians of molecular conformers."""
     dft = config["dft"]
-    pseudo = f" --pseudo {dft['pseudo']}" if dft.get("pseudo") else ""
+    pseudo = f" --pseudo {dft['pseudo']}" if dft["pseudo"] else ""
     return f"--basis {dft['basis']} --xc {dft['xc']}{pseudo}"
 
 
 def dft_args():
-    dft = config["dft"]
+    dft = config["dft"]  # every default filled in from configs/schema.yaml
     args = [f"--basis {dft['basis']}", f"--xc {dft['xc']}", f"--cutoff {config['cutoff']}"]
-    if dft.get("pseudo"):
+    if dft["pseudo"]:
         args.append(f"--pseudo {dft['pseudo']}")
-    args.append("--kmesh " + " ".join(str(k) for k in dft.get("kmesh", [1, 1, 1])))
-    args.append(f"--conv-tol {dft.get('conv_tol', 1e-9)} --max-cycle {dft.get('max_cycle', 100)}")
-    if dft.get("smearing"):
+    args.append("--kmesh " + " ".join(str(k) for k in dft["kmesh"]))
+    args.append(f"--conv-tol {dft['conv_tol']} --max-cycle {dft['max_cycle']}")
+    if dft["smearing"]:
         args.append(f"--smearing {dft['smearing']['method']}:{dft['smearing']['width']}")
-    args.append(f"--floor-tol {dft.get('floor_tol', 10.0)}")
-    if dft.get("allow_large_floor"):
+    args.append(f"--floor-tol {dft['floor_tol']}")
+    if dft["allow_large_floor"]:
         args.append("--allow-large-floor")
     return " ".join(args)
 
@@ -25,7 +25,7 @@ def dft_args():
 def split_arg():
     split = config["split"]
     parts = [f"{k}={split[k]}" for k in ("train", "val", "test") if k in split]
-    return ",".join(parts) + f" --seed {split.get('seed', 0)}"
+    return ",".join(parts) + f" --seed {split['seed']}"
 
 
 rule structures:

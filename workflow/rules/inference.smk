@@ -4,12 +4,12 @@
 
 
 def infer_options():
-    inf = config["infer"]  # defaults filled in from configs/schema.yaml by validate()
+    inf = config["infer"]  # every default filled in from configs/schema.yaml
     args = [f"--nev {inf['nev']}", f"--chunk-atoms {inf['chunk_atoms']}",
             f"--overlap-tol {inf['overlap_tol']}", f"--fermi-method {inf['fermi_method']}"]
-    if inf.get("eigenvectors", False):
+    if inf["eigenvectors"]:
         args.append("--eigenvectors")
-    return " ".join(args + [shlex.quote(o) for o in inf.get("petsc_options", [])])
+    return " ".join(args + [shlex.quote(o) for o in inf["petsc_options"]])
 
 
 rule infer_structure:
@@ -35,11 +35,11 @@ rule infer:
         options=infer_options(),
     log:
         f"{WORK}/logs/infer.log",
-    threads: config["infer"].get("ranks", 2)
+    threads: config["infer"]["ranks"]
     resources:
-        mpi=config["infer"].get("mpi", "mpirun"),
-        tasks=config["infer"].get("ranks", 2),
-        runtime=config["infer"].get("runtime", 240),
+        mpi=config["infer"]["mpi"],
+        tasks=config["infer"]["ranks"],
+        runtime=config["infer"]["runtime"],
         mem_mb=16000,
     shell:
         "OMP_NUM_THREADS=1 {resources.mpi} -n {resources.tasks} ehpc-infer --model {input.model} "

@@ -4,7 +4,7 @@
 
 def train_command():
     """ehpc-train on one process, torchrun --standalone on several (one per GPU)."""
-    n = config["train"].get("processes", 1)
+    n = config["train"]["processes"]
     if n > 1:
         return f"torchrun --standalone --nproc_per_node={n} -m ehpc.cli.train"
     return "ehpc-train"
@@ -16,17 +16,17 @@ def train_overrides():
 
 
 def band_cell_input(wildcards):
-    return [f"{WORK}/band_cell.extxyz"] if config["evaluate"].get("band_structure") else []
+    return [f"{WORK}/band_cell.extxyz"] if config["evaluate"]["band_structure"] else []
 
 
 def band_args(wildcards, input):
     if not input.band_cell:
         return ""
     ev = config["evaluate"]
-    kmesh = " ".join(str(k) for k in ev.get("band_kmesh", [4, 4, 4]))
+    kmesh = " ".join(str(k) for k in ev["band_kmesh"])
     path = f" --band-path {ev['band_path']}" if ev.get("band_path") else ""
     return (f"--band-structure {input.band_cell} --kmesh {kmesh} "
-            f"--band-points {ev.get('band_points', 80)}{path}")
+            f"--band-points {ev['band_points']}{path}")
 
 
 rule train:
@@ -41,9 +41,9 @@ rule train:
         out_dir=f"{WORK}/train",
     log:
         f"{WORK}/logs/train.log",
-    threads: config["train"].get("threads", 2)
+    threads: config["train"]["threads"]
     resources:
-        runtime=config["train"].get("runtime", 240),
+        runtime=config["train"]["runtime"],
         mem_mb=16000,
     shell:
         # a run folder with a checkpoint is resumed where it stopped (see ehpc-train --resume)
@@ -57,7 +57,7 @@ rule band_cell:
     output:
         f"{WORK}/band_cell.extxyz",
     params:
-        spec=spec_json(config["evaluate"].get("band_structure") or {}),
+        spec=spec_json(config["evaluate"]["band_structure"] or {}),
         spec_file=f"{WORK}/band_cell.json",
         hessian=hessian_args(),
     log:
@@ -74,15 +74,15 @@ rule evaluate:
     output:
         metrics=f"{WORK}/evaluation/metrics.json",
         parity=f"{WORK}/plots/parity.png",
-        **({"bands": f"{WORK}/plots/bands.png"} if config["evaluate"].get("band_structure") else {}),
+        **({"bands": f"{WORK}/plots/bands.png"} if config["evaluate"]["band_structure"] else {}),
     params:
-        split=config["evaluate"].get("split", "test"),
+        split=config["evaluate"]["split"],
         bands=band_args,
         out_dir=f"{WORK}/evaluation",
         plot_dir=f"{WORK}/plots",
     log:
         f"{WORK}/logs/evaluate.log",
-    threads: config["evaluate"].get("threads", 2)
+    threads: config["evaluate"]["threads"]
     resources:
         runtime=120,
         mem_mb=8000,
