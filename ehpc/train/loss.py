@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..io.dataset import DatasetError, HamiltonianRecord
+from ..io.layout import BlockLayout
 
 LOSSES = ("mse", "mae")
 
@@ -120,15 +121,9 @@ def _phases(pairs: np.ndarray, kpts: np.ndarray, nao_atom: np.ndarray) -> np.nda
 
 def _flat_index(pairs: np.ndarray, nao_atom: np.ndarray) -> np.ndarray:
     """``row * n + col`` in the dense matrix of each flat entry of ``pairs``' blocks."""
-    start = np.concatenate([[0], np.cumsum(nao_atom)]).astype(np.int64)
-    n = int(start[-1])
-    i, j = pairs[:, 3], pairs[:, 4]
-    sizes = nao_atom[i] * nao_atom[j]
-    e = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    width = np.repeat(nao_atom[j], sizes)
-    rows = np.repeat(start[i], sizes) + e // width
-    cols = np.repeat(start[j], sizes) + e % width
-    return rows * n + cols  # [n_entries]
+    layout = BlockLayout(pairs, nao_atom)
+    rows, cols = layout.matrix_index
+    return rows * layout.n_orbitals + cols  # [n_entries]
 
 
 def _dense(flat: torch.Tensor, index: torch.Tensor, cos: torch.Tensor,
