@@ -24,7 +24,7 @@ import numpy as np
 
 from .basis import Basis
 from .errors import UserError
-from .io.dataset import block_offsets
+from .io.layout import BlockLayout, block_offsets
 from .units import HARTREE_TO_EV, pyscf_bohr_to_angstrom
 
 #: default magnitude (Frobenius norm of a block) below which a pair's integrals are dropped.
@@ -366,10 +366,4 @@ def reorder_blocks(
         nao: orbitals per atom.                                      # [n_atoms]
         order: the new order of the pairs.                           # [n_pairs]
     """
-    sizes = nao[pairs[:, -2]] * nao[pairs[:, -1]]  # [n_pairs]
-    source_start = np.concatenate([[0], np.cumsum(sizes)])[:-1][order]  # [n_pairs]
-    new_sizes = sizes[order]
-    new_start = np.concatenate([[0], np.cumsum(new_sizes)])[:-1]
-    shift = np.repeat(source_start - new_start, new_sizes)
-    index = np.arange(int(new_sizes.sum())) + shift  # [n_entries]
-    return flat[index]
+    return flat[BlockLayout(pairs, nao).entries(order)]

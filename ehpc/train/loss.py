@@ -114,9 +114,8 @@ def band_kpoints(record: HamiltonianRecord, n_kpoints: int) -> np.ndarray:
 
 def _phases(pairs: np.ndarray, kpts: np.ndarray, nao_atom: np.ndarray) -> np.ndarray:
     """``2π k·R`` per k-point and flat entry of ``pairs``' blocks."""
-    sizes = nao_atom[pairs[:, 3]] * nao_atom[pairs[:, 4]]  # [n_pairs]
     angle = 2.0 * np.pi * kpts @ pairs[:, :3].T.astype(np.float64)  # [n_k, n_pairs]
-    return np.repeat(angle, sizes, axis=1)  # [n_k, n_entries]
+    return np.repeat(angle, BlockLayout(pairs, nao_atom).sizes, axis=1)  # [n_k, n_entries]
 
 
 def _flat_index(pairs: np.ndarray, nao_atom: np.ndarray) -> np.ndarray:
@@ -238,8 +237,7 @@ def entry_ranges(graph) -> list[tuple[int, int]]:
     nao = np.asarray(graph.nao)
     species = graph.species.cpu().numpy()
     pairs = np.asarray(graph.pairs)
-    sizes = nao[species[pairs[:, 3]]] * nao[species[pairs[:, 4]]]  # [n_pairs]
-    ends = np.concatenate([[0], np.cumsum(sizes)])
+    ends = BlockLayout(pairs, nao[species]).offsets  # [n_pairs + 1]
     return [(int(ends[a]), int(ends[b])) for a, b in graph.pair_ranges]
 
 
