@@ -22,6 +22,13 @@ Examples:
     python bench/bench_mumps.py --repeat 2                         # 64 atoms, 832 orbitals
     python bench/bench_mumps.py --repeat 3 --json bench/results/bench_mumps_si_dzvp.json
     python bench/bench_mumps.py --repeat 5 --settings auto metis blr2_1e-5 --layouts 1x2 2x1
+    python bench/bench_mumps.py --repeat 5 --below-eigenvalue 1e-5 --settings auto blr2_1e-3
+    python bench/bench_mumps.py --table bench/results/bench_mumps_si_dzvp.json   # Markdown
+
+``--below-eigenvalue DELTA`` puts σ DELTA eV below the first eigenvalue above the default σ
+(one full-rank shift-and-invert solve finds it): there a lossy factorisation (block
+low-rank, ICNTL(35)) shows whether it still counts exactly.  A setting measured again in a
+later call is merged into its row (seconds: median over all its processes).
 
 A layout ``PxT`` is P MPI ranks with T threads each.  Results of all runs of one call go to
 ``--json`` (records of other sizes already in the file are kept).
@@ -80,7 +87,7 @@ INFOG = {
     21: "mem_used_max_mb",  # effectively used during factorisation
     22: "mem_used_sum_mb",
     28: "null_pivots",
-    29: "factor_entries_effective",  # after BLR compression; negative: millions
+    29: "factor_entries_effective",  # INFOG(29); the same with and without BLR in our runs
     32: "ordering_kind",  # 1 sequential, 2 parallel
 }
 RINFOG = {1: "flops_analysis_estimate", 3: "flops_elimination", 14: "flops_blr_elimination"}
@@ -100,11 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap-tol", type=float, default=INTEGRAL_TOLERANCE,
                         help="overlap blocks below this norm are dropped (ehpc-infer's default)")
     parser.add_argument("--sigma", type=float, help="eV (default: median of H_ii / S_ii)")
+    parser.add_argument("--below-eigenvalue", type=float, metavar="DELTA",
+                        help="eV: put σ this far below the first eigenvalue above the default σ "
+                        "(found by one full-rank shift-and-invert solve): a hard case for BLR")
     parser.add_argument("--dense-max", type=int, default=3000,
                         help="check the count with dense eigh up to this many orbitals")
     parser.add_argument("--workdir", type=Path, default=Path("bench/data/mumps_work"))
     parser.add_argument("--json", type=Path, default=Path("bench/results/bench_mumps.json"))
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per worker")
+    parser.add_argument("--table", type=Path, help="print the Markdown tables of this JSON and stop")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one setting, one process
     parser.add_argument("--assemble", action="store_true", help=argparse.SUPPRESS)  # internal
     return parser
@@ -197,6 +208,28 @@ def dense_eigenvalues(hamiltonian, overlap) -> list[float]:
     return scipy.linalg.eigh(0.5 * (h + h.T), 0.5 * (s + s.T), eigvals_only=True).tolist()
 
 
+def eigenvalue_above(args, sigma: float) -> float:
+    """The smallest eigenvalue of (H, S) above σ: full-rank shift-and-invert, one process."""
+    out = matrix_dir(args) / f"above_{sigma:.8g}.json"
+    if not out.exists():
+        setting = json.dumps({"options": {}, "sigma": sigma, "out": str(out), "nearest": True})
+        subprocess.run(["mpirun", "--bind-to", "none", "-n", "1", sys.executable, __file__,
+                        *common_args(args), "--worker", setting], check=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2"))
+    values = json.loads(out.read_text())
+    return min(v for v in values if v > sigma)
+
+
+def nearest_eigenvalues(mats, sigma: float, out: str) -> int:
+    from ehpc.infer.solve import ShiftInvert
+
+    shift = ShiftInvert(*mats, sigma)
+    values, *_ = shift.solve(6)
+    shift.destroy()
+    Path(out).write_text(json.dumps([float(v) for v in values]))
+    return 0
+
+
 def worker(args) -> int:
     """One setting in this (fresh) process: two factorisations at σ, one JSON file."""
     import petsc4py
@@ -220,6 +253,8 @@ def worker(args) -> int:
         mat.load(viewer)
         viewer.destroy()
         mats.append(mat)
+    if setting.get("nearest"):
+        return nearest_eigenvalues(mats, setting["sigma"], setting["out"])
     counter = InertiaCounter(*mats)
     mpi = comm.tompi4py()
     record = {"seconds": [], "inertia": []}
@@ -287,8 +322,15 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
     if args.assemble:
         return assemble(args)
+    if args.table:
+        print(tables(json.loads(args.table.read_text())))
+        return 0
     meta = assemble_once(args)
     sigma = meta["median_diagonal_ratio"] if args.sigma is None else args.sigma
+    if args.below_eigenvalue is not None:
+        above = eigenvalue_above(args, sigma)
+        args.sigma, sigma = above - args.below_eigenvalue, above - args.below_eigenvalue
+        meta["eigenvalue_above_eV"] = above
     reference = None
     if "dense_eigenvalues" in meta:
         reference = sum(1 for e in meta["dense_eigenvalues"] if e < sigma)
@@ -310,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             print(line(runs[-1]), flush=True)
     full_rank = {r["inertia"] for r in runs if "error" not in r and not r["blr"]}
     record = {
-        "case": f"si_diamond_{args.repeat}x{args.repeat}x{args.repeat}_tol{args.overlap_tol:g}",
+        "case": (f"si_diamond_{args.repeat}x{args.repeat}x{args.repeat}_tol{args.overlap_tol:g}"
+                 + ("" if args.sigma is None else f"_sigma{args.sigma:.8g}")),
         "basis": BASIS, "h_operator": "kinetic", "h_cutoff_A": args.cutoff,
         "rattle_A": args.rattle, "seed": args.seed, "overlap_tol": args.overlap_tol,
         "sigma_eV": sigma,
@@ -360,6 +403,34 @@ def line(row: dict) -> str:
             f"mem sum {g['mem_used_sum_mb']} MB, rss {max(row['peak_rss_mib']):.0f} MiB")
 
 
+def tables(records: list[dict]) -> str:
+    """One Markdown table per case: seconds, inertia, factor size and memory per setting."""
+    out = []
+    for rec in records:
+        out += [f"**{rec['case']}**: {rec['n_atoms']} atoms, {rec['n_orbitals']} orbitals, "
+                f"{rec['nonzeros']:,} nonzeros, σ = {rec['sigma_eV']:.6f} eV"
+                + (f" (first eigenvalue above: {rec['eigenvalue_above_eV']:.6f} eV)"
+                   if "eigenvalue_above_eV" in rec else "")
+                + (f", dense count {rec['dense_count_below_sigma']}"
+                   if rec.get("dense_count_below_sigma") is not None else ""), "",
+                "| setting | P×T | 1st LDLᵀ (s) | refactor (s) | runs | negative | ordering used "
+                "| factor entries (M) | MUMPS mem, sum (MB) | peak RSS, max rank (MiB) |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in sorted(rec["runs"], key=lambda r: (r["ranks"], r.get("first_seconds", 1e9))):
+            head = f"| {row['setting']} | {row['ranks']}×{row['threads']} |"
+            if "error" in row:
+                why = row["error"].strip().splitlines()[-1][-90:].replace("|", "/")
+                out.append(f"{head} failed: {why} | | | | | | | |")
+                continue
+            g = row["infog"]
+            out.append(f"{head} {row['first_seconds']:.2f} | {row['refactor_seconds']:.2f} | "
+                       f"{len(row['all_seconds'])} | {row['inertia'][0]} | {g['ordering_used']} | "
+                       f"{mega(g['factor_entries']):.1f} | {g['mem_used_sum_mb']} | "
+                       f"{max(row['peak_rss_mib']):.0f} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def mega(infog_entries: int) -> float:
     """MUMPS' entry counts: negative means millions."""
     return -infog_entries if infog_entries < 0 else infog_entries / 1e6
@@ -373,6 +444,21 @@ def git_commit() -> str:
         return ""
 
 
+def merge_rows(old: dict | None, new: dict) -> dict:
+    """A setting measured again in a later call: seconds are the median over all processes."""
+    if old is None or "error" in old or "error" in new:
+        return new
+    merged = dict(new)
+    merged["all_seconds"] = old["all_seconds"] + new["all_seconds"]
+    merged["wall_seconds"] = old["wall_seconds"] + new["wall_seconds"]
+    merged["first_seconds"] = statistics.median(x[0] for x in merged["all_seconds"])
+    merged["refactor_seconds"] = statistics.median(x[1] for x in merged["all_seconds"])
+    merged["inertia_stable"] = (old["inertia_stable"] and new["inertia_stable"]
+                                and list(old["inertia"]) == list(new["inertia"]))
+    merged["load_before"] = [old["load_before"], new["load_before"]]
+    return merged
+
+
 def save(path: Path, record: dict) -> None:
     """Add ``record`` to the JSON list at ``path``, replacing one of the same case."""
     from ehpc.atomic import replacing
@@ -381,8 +467,9 @@ def save(path: Path, record: dict) -> None:
     old = [r for r in records if r.get("case") == record["case"]]
     if old:  # rows of settings not rerun now are kept
         key = lambda row: (row["setting"], row["ranks"], row["threads"])  # noqa: E731
-        fresh = {key(row) for row in record["runs"]}
-        record["runs"] = [row for row in old[0]["runs"] if key(row) not in fresh] + record["runs"]
+        previous = {key(row): row for row in old[0]["runs"]}
+        runs = [merge_rows(previous.pop(key(row), None), row) for row in record["runs"]]
+        record["runs"] = list(previous.values()) + runs
         record["full_rank_inertias"] = sorted(
             {tuple(r["inertia"]) for r in record["runs"] if "error" not in r and not r["blr"]})
     records = [r for r in records if r.get("case") != record["case"]] + [record]
