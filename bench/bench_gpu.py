@@ -127,7 +127,7 @@ def forward(args) -> dict:
     return {"case": "forward", "basis": args.basis, "cutoff": args.cutoff,
             "n_atoms": len(atoms), "n_orbitals": int(model.basis.nao_per_atom(atoms.numbers).sum()),
             "ranks": size, "dtype": args.dtype, "chunk_atoms": args.chunk_atoms,
-            "layers": args.layers, "channels": args.channels, "gpu": gpu,
+            "layers": args.layers, "channels": model.hparams["channels"], "gpu": gpu,
             "torch": torch.__version__, "wall_s": max(r["wall_s"] for r in rows),
             "atoms_per_s": len(atoms) / max(r["wall_s"] for r in rows), "per_rank": rows}
 
