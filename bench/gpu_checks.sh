@@ -7,7 +7,7 @@
 #   4. ehpc-train on the GPU under torchrun (band-energy loss on, so the float64
 #      eigh runs there too).
 # Usage: bash bench/gpu_checks.sh WHEELS OUT
-#   WHEELS holds the ase, mpi4py and mpich wheels, pyscf (pruned of libxc, as a .tgz), and
+#   WHEELS holds the ase, mpi4py, mpich and vesin wheels, pyscf (pruned of its post-HF modules, as a .tgz or .txz), and
 #   dataset.h5 / model.pt of a default run; OUT receives the JSON files and the logs.
 # PETSc/SLEPc (petsc4py) have no wheels, so the solve stages of ehpc-infer are not run
 # here; everything before them (partition, halo, pairs, predict) is.
@@ -16,9 +16,9 @@ W=${1:?wheel folder}
 OUT=${2:?output folder}
 mkdir -p "$OUT" /tmp/site /tmp/mpich
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-    "$W"/ase-*.whl "$W"/mpi4py-*.whl || exit 1
-tar xzf "$W"/pyscf_pruned.tgz -C /tmp/site || exit 1
-unzip -q -o "$W"/mpich-*.whl 'mpich-*.data/data/*' -d /tmp/mpich || exit 1
+    "$W"/ase-*.whl "$W"/mpi4py-*.whl "$W"/vesin-*.whl || exit 1
+tar xf "$W"/pyscf_pruned.t*z -C /tmp/site || exit 1
+python3 -m zipfile -e "$W"/mpich-*.whl /tmp/mpich || exit 1
 MPICH=$(echo /tmp/mpich/mpich-*.data/data)
 chmod +x "$MPICH"/bin/*
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=$MPICH/lib:${LD_LIBRARY_PATH:-}
