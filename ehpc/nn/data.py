@@ -194,7 +194,7 @@ def _row_keys(rows: np.ndarray) -> np.ndarray:
     return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
 
 
-def _is_onsite(pairs: np.ndarray) -> np.ndarray:
+def is_onsite(pairs: np.ndarray) -> np.ndarray:
     return (pairs[:, 3] == pairs[:, 4]) & ~pairs[:, :3].any(axis=1)
 
 
@@ -220,7 +220,7 @@ def build_plan(pairs: np.ndarray, species: np.ndarray, edge_rows: np.ndarray, na
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
     layout = BlockLayout(pairs, nao[species])
     destinations = layout.entries
-    onsite = _is_onsite(pairs)
+    onsite = is_onsite(pairs)
     pieces: list[np.ndarray] = []  # destination of every flat entry, piece by piece
 
     onsite_groups = []
@@ -291,7 +291,7 @@ class Edges:
     @property
     def edge_rows(self) -> np.ndarray:
         """The directed edges (on-site rows left out).  # [n_edges, 5]"""
-        return self.rows[~_is_onsite(self.rows)]
+        return self.rows[~is_onsite(self.rows)]
 
 
 def neighbour_edges(numbers, positions, cell, pbc, cutoff: float, elements, basis: Basis,
@@ -365,11 +365,11 @@ def record_to_graph(record: HamiltonianRecord, cutoff: float, elements, basis: B
     edges = neighbour_edges(record.numbers, record.positions, record.cell, record.pbc, cutoff,
                             elements, basis, record.name)
     pairs = np.asarray(record.atom_pairs, dtype=np.int64)
-    keep = np.flatnonzero(_is_onsite(pairs) | (match_rows(pairs, edges.edge_rows) >= 0))
+    keep = np.flatnonzero(is_onsite(pairs) | (match_rows(pairs, edges.edge_rows) >= 0))
     kept = pairs[keep]
     layout = BlockLayout(pairs, basis.nao_per_atom(record.numbers))
     entries = layout.entries(keep)  # flat indices of the kept blocks, block after block
-    onsite = np.repeat(_is_onsite(kept), layout.sizes[keep])
+    onsite = np.repeat(is_onsite(kept), layout.sizes[keep])
     if record.hamiltonian is None:
         raise GraphError(f"{record.name}: record has no Hamiltonian to train on")
     return _graph(

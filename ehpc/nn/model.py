@@ -37,8 +37,8 @@ from ..io.layout import BlockLayout
 from ..train.config import ModelConfig
 from ..units import ENERGY_UNIT, LENGTH_UNIT
 from .blocks import PairBlockSpec, pair_block_spec, transpose_index
-from .data import (Edges, Graph, GraphError, build_graph, neighbour_edges, record_to_graph,
-                   species_index)
+from .data import (Edges, Graph, GraphError, build_graph, is_onsite, neighbour_edges,
+                   record_to_graph, species_index)
 from .layers import EdgeEmbedding, InteractionLayer, hidden_irreps
 from .radial import RadialEmbedding
 
@@ -133,13 +133,12 @@ def record_fermi_offset(record: HamiltonianRecord, nao: np.ndarray) -> float | N
     if record.overlap is None or "fermi_level" not in attrs or "n_electrons" not in attrs:
         return None
     pairs = np.asarray(record.atom_pairs)
-    offsets = np.asarray(record.block_offsets)
-    onsite = np.flatnonzero((pairs[:, 3] == pairs[:, 4]) & ~pairs[:, :3].any(axis=1))
-    onsite = onsite[np.argsort(pairs[onsite, 3])]  # atom order
-    if len(onsite) != len(nao):
+    layout = BlockLayout(pairs, nao)
+    rows, cols = layout.matrix_index
+    onsite = np.repeat(is_onsite(pairs), layout.sizes)  # [n_entries]
+    diagonal = np.flatnonzero(onsite & (rows == cols))  # flat index of each H_ii
+    if len(diagonal) != layout.n_orbitals:
         return None
-    diagonal = np.concatenate([offsets[p] + np.arange(nao[pairs[p, 3]]) * (nao[pairs[p, 3]] + 1)
-                               for p in onsite])  # [nao_cell] flat index of each H_ii
     h = np.asarray(record.hamiltonian)[diagonal]
     s = np.asarray(record.overlap)[diagonal]
     n_occupied = int(round(float(attrs["n_electrons"]))) // 2
