@@ -143,25 +143,29 @@ def _predict_periodic(model: BlockPredictor, halo: Halo, structure, pairs: np.nd
                       ) -> None:
     """Blocks of ``pairs[rows]`` from the model run on the periodic structure itself.
 
-    The model predicts every pair of its own periodic graph; a requested pair that graph
-    leaves out lies at the cutoff to round-off, where the envelope makes its block vanish,
-    and stays zero.
+    The model's graph is the whole structure (its message passing cannot be split further
+    when the structure is smaller than the rank's halo), but only this rank's own pairs are
+    read out, so P ranks share the readout.  A requested pair that the periodic neighbour
+    list leaves out lies at the cutoff to round-off, where the envelope makes its block
+    vanish, and stays zero.
     """
+    from ..graph import neighbour_list
     from ..nn.data import match_rows
 
     i, k = pairs[rows, 0], pairs[rows, 1]
     asked = np.column_stack([halo.shifts[k] - halo.shifts[i], halo.atom_ids[i],
                              halo.atom_ids[k]]).astype(np.int64)  # [n_rows, 5]
-    got_pairs, flat = model.predict(
-        structure.numbers, structure.positions, np.asarray(structure.cell[:]), structure.pbc,
-        device=device, dtype=dtype,
-    )
-    got_pairs = np.asarray(got_pairs, dtype=np.int64)
-    got = BlockLayout(got_pairs, model.basis.nao_per_atom(structure.numbers))
-    index = match_rows(asked, got_pairs)  # [n_rows], -1 where the graph has no such pair
-    found = index >= 0
+    cell = np.asarray(structure.cell[:])
+    graph_rows = neighbour_list(structure.positions, cell, structure.pbc, model.cutoff,
+                                self_edges=True).atom_pairs()  # [n_graph_pairs, 5]
+    found = match_rows(asked, graph_rows) >= 0  # [n_rows]
     onsite = (i == k)
     if not found[onsite].all():
         raise PredictionError("the model's periodic graph lacks an on-site block")
-    source = got.entries(index[found])
-    out[layout.entries(rows[found])] = np.asarray(flat, dtype=np.float64)[source]  # [n_entries]
+    got_pairs, flat = model.predict(
+        structure.numbers, structure.positions, cell, structure.pbc, pairs=asked[found],
+        device=device, dtype=dtype,
+    )
+    if not np.array_equal(np.asarray(got_pairs), asked[found]):
+        raise PredictionError("model.predict returned other pairs than the ones asked for")
+    out[layout.entries(rows[found])] = np.asarray(flat, dtype=np.float64)  # [n_entries]

@@ -35,3 +35,48 @@ def test_cluster_and_periodic_routes_agree(rank):
                               structure=atoms)
     assert np.abs(cluster).max() > 1e-3  # something was predicted
     np.testing.assert_allclose(periodic, cluster, rtol=0, atol=1e-11)
+
+
+class CountingPredictor:
+    """The real model, recording how many pairs each ``predict`` call reads out."""
+
+    def __init__(self, model):
+        self.model = model
+        self.asked: list[int | None] = []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict(self, *args, pairs=None, **kwargs):
+        self.asked.append(None if pairs is None else len(pairs))
+        return self.model.predict(*args, pairs=pairs, **kwargs)
+
+
+def test_periodic_route_reads_out_only_the_ranks_pairs():
+    """Three ranks on a cell smaller than their halos share the readout: each asks the
+    periodic model for its own pairs only, not the structure's (the blocks themselves are
+    checked against the cluster route above)."""
+    import torch
+
+    from ehpc.graph import neighbour_list
+
+    model = random_si_model(cutoff=3.0, n_layers=2)
+    atoms = si_crystal()
+    numbers, positions = atoms.numbers, atoms.positions
+    cell = np.asarray(atoms.cell[:])
+    all_pairs = neighbour_list(positions, cell, atoms.pbc, model.cutoff,
+                               self_edges=True).atom_pairs()
+    parts = partition(positions, model.basis.nao_per_atom(numbers), 3)
+    counted = 0
+    for rank in range(3):
+        halo = build_halo(positions, numbers, cell, atoms.pbc, parts.owned(rank),
+                          model.receptive_field)
+        pairs, distances = cluster_pairs(halo, positions, cell, {(14, 14): model.cutoff})
+        spy = CountingPredictor(model)
+        periodic = predict_blocks(spy, halo, pairs, distances, dtype=torch.float64,
+                                  structure=atoms)
+        assert np.abs(periodic).max() > 1e-3
+        assert len(spy.asked) == 1 and spy.asked[0] is not None
+        assert spy.asked[0] < len(all_pairs)
+        counted += spy.asked[0]
+    assert counted == len(all_pairs)  # every pair of the structure, read out once
