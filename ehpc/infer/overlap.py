@@ -13,6 +13,14 @@ from ..basis import Basis
 from ..integrals import pair_blocks
 from ..io.layout import BlockLayout
 
+#: inference's default for dropping S blocks (Frobenius norm), ehpc-infer's --overlap-tol.
+#: Looser than the labels' INTEGRAL_TOLERANCE (1e-10, kept for PySCF and the exact S of
+#: band scoring): in gth-dzvp-molopt-sr Si at 216 and 512 atoms, 1e-6 moved E_F and each of
+#: the 20 states nearest it by < 0.6 µeV against 1e-10, and cut the nonzeros of H - σS by
+#: 36 % and the E_F stage by ~20 % at 512 atoms (bench/overlap_tol_sweep.py,
+#: bench/results/overlap_tol_si_{dzvp,szv}.json, docs/BENCHMARKS.md "Overlap drop tolerance").
+OVERLAP_DROP_TOLERANCE = 1.0e-6
+
 #: owned atoms per group when computing a rank's overlap blocks (compact groups share
 #: most of their neighbours, so one cross matrix serves many pairs)
 GROUP_ATOMS = 64
