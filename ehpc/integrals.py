@@ -28,9 +28,10 @@ from .io.layout import BlockLayout, block_offsets
 from .units import HARTREE_TO_EV, pyscf_bohr_to_angstrom
 
 #: default magnitude (Frobenius norm of a block) below which a pair's integrals are dropped.
-#: The one tolerance for S at inference: ehpc-infer's --overlap-tol default and the
-#: workflow's ``infer.overlap_tol`` default in configs/schema.yaml are this value (a test
-#: holds them together).  Blocks of 1e-10 move eigenvalues by ~1e-10 of the bandwidth.
+#: The tolerance of the labels' S (PySCF) and of the exact S that band scoring uses; blocks
+#: of 1e-10 move eigenvalues by ~1e-10 of the bandwidth.  Inference drops more: its default
+#: is ehpc.infer.overlap.OVERLAP_DROP_TOLERANCE (ehpc-infer --overlap-tol and the
+#: workflow's ``infer.overlap_tol`` in configs/schema.yaml equal that one; a test holds them).
 INTEGRAL_TOLERANCE = 1.0e-10
 
 #: the dimer scan for the range of an element pair, in Å

@@ -13,6 +13,17 @@ from ..basis import Basis
 from ..integrals import pair_blocks
 from ..io.layout import BlockLayout
 
+#: inference's default for dropping S blocks (Frobenius norm), ehpc-infer's --overlap-tol.
+#: Looser than the labels' INTEGRAL_TOLERANCE (1e-10, kept for PySCF and the exact S of
+#: band scoring).  Against 1e-10 (bench/overlap_tol_sweep.py, docs/BENCHMARKS.md "Overlap
+#: drop tolerance"): in gth-dzvp-molopt-sr Si at 216 and 512 atoms, E_F and each of the 20
+#: states nearest it move by < 0.6 µeV, and at 512 atoms the nonzeros of H - σS fall 36 %
+#: and the E_F stage ~20 %; in gth-szv, whose overlap decays slower, by < 3 µeV at 216 and
+#: 512 atoms (nonzeros -28 % at 512).  To first order a state moves by -ε cᵀΔS c, so the
+#: shift grows with |ε| in the model's energy zero: up to 4e-6 of |ε| in the cases measured
+#: (19 µeV at ε ≈ -4.9 eV in the 64-atom gth-szv cell of tests/infer/test_overlap_tolerance.py).
+OVERLAP_DROP_TOLERANCE = 1.0e-6
+
 #: owned atoms per group when computing a rank's overlap blocks (compact groups share
 #: most of their neighbours, so one cross matrix serves many pairs)
 GROUP_ATOMS = 64

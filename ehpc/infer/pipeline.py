@@ -30,10 +30,10 @@ from .fermi import (
     occupied_states,
 )
 from .halo import Halo, build_halo, cluster_pairs
-from ..integrals import INTEGRAL_TOLERANCE, integral_ranges
+from ..integrals import integral_ranges
 from ..io.layout import BlockLayout
 from ..predictor import BlockPredictor
-from .overlap import cluster_overlap
+from .overlap import OVERLAP_DROP_TOLERANCE, cluster_overlap
 from .partition import Partition, partition
 from .predict import DEFAULT_CHUNK_ATOMS, predict_blocks, select_device
 from .solve import Eigenstates, SolveError
@@ -50,7 +50,8 @@ class InferenceOptions:
         nev: eigenpairs nearest the Fermi level.
         chunk_atoms: owned atoms per model call (bounds the network's memory).
         eigenvectors: also keep and write the eigenvectors.
-        overlap_tol: overlap blocks with a smaller Frobenius norm are dropped.
+        overlap_tol: overlap blocks with a smaller Frobenius norm are dropped (default
+            ``OVERLAP_DROP_TOLERANCE``, looser than the labels' ``INTEGRAL_TOLERANCE``).
         overlap_floor: smallest acceptable eigenvalue of S.
         fermi_tol: eV; levels closer than this are one (degenerate) level, and a
             gapless bisection stops at a bracket this narrow.
@@ -67,7 +68,7 @@ class InferenceOptions:
     nev: int = 20
     chunk_atoms: int = DEFAULT_CHUNK_ATOMS
     eigenvectors: bool = False
-    overlap_tol: float = INTEGRAL_TOLERANCE
+    overlap_tol: float = OVERLAP_DROP_TOLERANCE
     overlap_floor: float = OVERLAP_EIGENVALUE_FLOOR
     fermi_tol: float = FERMI_TOLERANCE
     fermi_method: str = "window"

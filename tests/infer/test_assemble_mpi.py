@@ -22,8 +22,9 @@ pytestmark = pytest.mark.mpi
 RANKS = (1, 2, 3)
 CHUNK_ATOMS = 8
 TOL_MATRIX = 1e-12
-#: every dropped S block is below the default tolerance (1e-10, Frobenius norm); at Γ the
-#: dropped images of a pair add up in one entry, a geometric tail of a few such blocks
+#: every dropped S block is below INTEGRAL_TOLERANCE (1e-10, Frobenius norm), which the
+#: driver passes instead of inference's looser default; at Γ the dropped images of a pair
+#: add up in one entry, a geometric tail of a few such blocks
 TOL_OVERLAP = 5 * 1e-10
 
 

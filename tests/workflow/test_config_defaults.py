@@ -35,9 +35,9 @@ def code_defaults(key: str) -> list:
     from ehpc.analysis.bands import BAND_PATH_POINTS
     from ehpc.dft.floor import FLOOR_TOL_MEV
     from ehpc.dft.scf import SCF_CONV_TOL, SCF_MAX_CYCLE
+    from ehpc.infer.overlap import OVERLAP_DROP_TOLERANCE
     from ehpc.infer.pipeline import InferenceOptions
     from ehpc.infer.predict import DEFAULT_CHUNK_ATOMS
-    from ehpc.integrals import INTEGRAL_TOLERANCE
 
     options = InferenceOptions()
     return {
@@ -53,7 +53,7 @@ def code_defaults(key: str) -> list:
         "evaluate.split": [cli_default("evaluate", "split")],
         "evaluate.band_points": [BAND_PATH_POINTS, cli_default("evaluate", "band_points")],
         "evaluate.band_kmesh": [cli_default("evaluate", "kmesh")],
-        "infer.overlap_tol": [INTEGRAL_TOLERANCE, options.overlap_tol,
+        "infer.overlap_tol": [OVERLAP_DROP_TOLERANCE, options.overlap_tol,
                               cli_default("infer", "overlap_tol")],
         "infer.nev": [options.nev, cli_default("infer", "nev")],
         "infer.chunk_atoms": [DEFAULT_CHUNK_ATOMS, options.chunk_atoms,
@@ -95,7 +95,7 @@ def test_missing_keys_get_the_schema_defaults():
     from ehpc.config_schema import check_config
     from ehpc.dft.floor import FLOOR_TOL_MEV
     from ehpc.dft.scf import SCF_CONV_TOL, SCF_MAX_CYCLE
-    from ehpc.integrals import INTEGRAL_TOLERANCE
+    from ehpc.infer.overlap import OVERLAP_DROP_TOLERANCE
 
     config = sparse_config()
     assert check_config(config, SCHEMA) is None
@@ -103,7 +103,7 @@ def test_missing_keys_get_the_schema_defaults():
     assert (dft["conv_tol"], dft["max_cycle"], dft["floor_tol"]) == (
         SCF_CONV_TOL, SCF_MAX_CYCLE, FLOOR_TOL_MEV)
     assert dft["kmesh"] == [1, 1, 1] and dft["pseudo"] is None and dft["smearing"] is None
-    assert infer["overlap_tol"] == INTEGRAL_TOLERANCE
+    assert infer["overlap_tol"] == OVERLAP_DROP_TOLERANCE
     assert (infer["ranks"], infer["mpi"], infer["petsc_options"]) == (2, "mpirun", [])
     assert config["datagen"]["n_chunks"] == 1 and config["split"]["seed"] == 0
     assert config["evaluate"]["band_structure"] is None
@@ -131,7 +131,7 @@ def test_given_keys_are_kept_and_a_bad_section_is_still_one_message():
 def test_dry_run_passes_the_schema_defaults_to_the_commands(tmp_path):
     from ehpc.dft.floor import FLOOR_TOL_MEV
     from ehpc.dft.scf import SCF_CONV_TOL, SCF_MAX_CYCLE
-    from ehpc.integrals import INTEGRAL_TOLERANCE
+    from ehpc.infer.overlap import OVERLAP_DROP_TOLERANCE
 
     config = sparse_config()
     config["workdir"] = str(tmp_path / "run")
@@ -145,5 +145,5 @@ def test_dry_run_passes_the_schema_defaults_to_the_commands(tmp_path):
     assert (f"--kmesh 1 1 1 --conv-tol {SCF_CONV_TOL} --max-cycle {SCF_MAX_CYCLE} "
             f"--floor-tol {FLOOR_TOL_MEV} --out-dir") in out
     assert "--split train=2,val=1,test=1 --seed 0 " in out
-    assert "mpirun -n 2 ehpc-infer" in out and f"--overlap-tol {INTEGRAL_TOLERANCE} " in out
+    assert "mpirun -n 2 ehpc-infer" in out and f"--overlap-tol {OVERLAP_DROP_TOLERANCE} " in out
     assert "--n-chunks 1 " in out and "--band-structure" not in out

@@ -2,7 +2,7 @@
 
 Usage: mpirun -n P python assemble_driver.py MODEL OUT_DIR CHUNK_ATOMS STRUCTURE...
 
-For each STRUCTURE (a .traj file) it writes ``OUT_DIR/<stem>.npz`` with the dense
+S is kept down to INTEGRAL_TOLERANCE (1e-10).  For each STRUCTURE (a .traj file) it writes ``OUT_DIR/<stem>.npz`` with the dense
 gathered Γ-point H and S in the original orbital order, the PETSc nonzero counts and the
 asymmetry removed, and ``OUT_DIR/<stem>.h5``, the results file.
 """
@@ -20,6 +20,7 @@ from petsc4py import PETSc  # noqa: E402
 
 from ehpc.infer.assemble import gather_on_root  # noqa: E402
 from ehpc.infer.pipeline import InferenceOptions, run_inference  # noqa: E402
+from ehpc.integrals import INTEGRAL_TOLERANCE  # noqa: E402
 from ehpc.nn.model import HamiltonianModel  # noqa: E402
 from ehpc.structure import read_structures  # noqa: E402
 
@@ -27,8 +28,10 @@ from ehpc.structure import read_structures  # noqa: E402
 def main(model_path: str, out_dir: str, chunk_atoms: str, *structures: str) -> None:
     comm = PETSc.COMM_WORLD
     model = HamiltonianModel.load(model_path)
+    # S kept down to the labels' tolerance, not inference's looser default, so that it can
+    # be held to PySCF's dense overlap entry by entry
     options = InferenceOptions(solve=False, chunk_atoms=int(chunk_atoms), dtype=torch.float64,
-                               device="cpu")
+                               device="cpu", overlap_tol=INTEGRAL_TOLERANCE)
     for path in structures:
         atoms = read_structures(path)[0]
         stem = Path(path).stem
