@@ -18,7 +18,12 @@ With several ``--fermi-methods`` every structure is run once per method in the s
 sweep, and a side-by-side line compares their factorisations and E_F-stage seconds.
 
 Without ``--model`` a small untrained float64 model (gth-szv Si or C) is built: costs depend
-on the architecture and cutoff, not on the weights.
+on the architecture and cutoff, not on the weights.  With ``--table LABEL.h5`` (a
+primitive-cell label) the solver stages run on the perfect crystal's own DFT blocks
+(bench/crystal_table.py): a physical, gapped H in the label's basis, e.g.
+
+    python bench/bench_infer.py --table bench/data/table/labels/Si_perfect.h5 --sizes 3 \
+        --ranks 1 --fermi-methods window bisection
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="MPI rank counts")
     parser.add_argument("--model", type=Path,
                         help="trained model file (default: small untrained Si model)")
+    parser.add_argument("--table", type=Path,
+                        help="primitive-cell label file (ehpc-datagen): run on the crystal's "
+                             "own DFT blocks (bench/crystal_table.py) instead of a model; "
+                             "perfect lattice, so --rattle is ignored")
     parser.add_argument("--cutoff", type=float, default=4.0, help="Å, for the default model")
     parser.add_argument("--layers", type=int, default=2,
                         help="message-passing layers of the default model")
@@ -107,10 +116,15 @@ def run_one(args, model: Path, size: int, n_ranks: int, workdir: Path,
     else:
         source = ["--structure", str(graphene_file(workdir, size))]
         n_atoms = ATOMS_PER_GRAPHENE_CELL * size**2
+    if args.table:  # the crystal's DFT blocks by lookup, on the perfect lattice
+        program = [sys.executable, str(Path(__file__).with_name("crystal_table.py"))]
+        model, rattle = args.table, 0.0
+    else:
+        program, rattle = [shutil.which("ehpc-infer") or "ehpc-infer"], args.rattle
     cmd = [
-        "mpirun", "--oversubscribe", "-n", str(n_ranks), shutil.which("ehpc-infer") or "ehpc-infer",
+        "mpirun", "--oversubscribe", "-n", str(n_ranks), *program,
         "--model", str(model), *source,
-        "--rattle", str(args.rattle), "--nev", str(args.nev),
+        "--rattle", str(rattle), "--nev", str(args.nev),
         "--chunk-atoms", str(args.chunk_atoms), "--overlap-tol", str(args.overlap_tol),
         "--fermi-method", method, "--out", str(out), *args.petsc_options,
     ]
@@ -182,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     records = json.loads(args.json.read_text()) if args.json.is_file() else []
     with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
         workdir = Path(tmp)
-        model = args.model or default_model(workdir / "model.pt", args.cutoff, args.layers,
+        model = args.table or args.model or default_model(workdir / "model.pt", args.cutoff, args.layers,
                                             ELEMENT[args.material])
         for size in args.sizes:
             for n_ranks in args.ranks:
@@ -190,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 for method in args.fermi_methods:
                     record = run_one(args, model, size, n_ranks, workdir, method)
                     untrained = f"untrained cutoff={args.cutoff} layers={args.layers}"
-                    record["model"] = str(args.model or untrained)
+                    record["model"] = (f"DFT blocks of {args.table}" if args.table
+                                       else str(args.model or untrained))
                     records.append(record)
                     args.json.write_text(json.dumps(records, indent=1))  # resumable
                     print(summarise(record), flush=True)

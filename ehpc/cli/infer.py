@@ -158,7 +158,9 @@ def validate_args(args: argparse.Namespace) -> None:
         raise CLIError(f"--fermi-guess must be a finite energy in eV, got {args.fermi_guess}")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, load_model=None) -> int:
+    """Run inference as ``args`` ask; ``load_model(path)`` gives the block predictor
+    (default :meth:`HamiltonianModel.load`; benchmarks pass other predictors)."""
     validate_args(args)
     init_petsc(getattr(args, "petsc_options", []))
     import torch
@@ -176,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     atoms = load_structure(args)
     if not args.model.is_file():
         raise CLIError(f"--model {args.model}: file not found")
-    model = HamiltonianModel.load(args.model)
+    model = (load_model or HamiltonianModel.load)(args.model)
     options = InferenceOptions(
         nev=args.nev,
         chunk_atoms=args.chunk_atoms,
@@ -236,7 +238,7 @@ def _abort(err: BaseException) -> int:
     return status
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, load_model=None) -> int:
     parser = build_parser()
     try:
         args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     args.petsc_options = rest
     try:
-        return run(args)
+        return run(args, load_model)
     except Exception as err:  # noqa: BLE001 - every failure must end all ranks, with its cause
         return _abort(err)
 
