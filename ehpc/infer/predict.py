@@ -7,9 +7,10 @@ within its receptive field, so the peak memory of the network is set by
 
 A block of the pair (i, j) depends only on atoms within ``model.receptive_field`` of i,
 so predicting it in that non-periodic sub-cluster gives the same numbers as predicting
-it in the full periodic structure.  When the cluster holds more atoms than the periodic
-structure itself (a cell smaller than the receptive field, common with long cutoffs), the
-model runs on the periodic structure instead: the same blocks from the smaller graph.
+it in the full periodic structure.  When the periodic structure has no more atoms than
+the largest chunk's sub-cluster (a cell not much larger than the receptive field, common
+with long cutoffs), the model runs on the periodic structure instead: the same blocks
+from a graph no larger than a chunk's, of which the rank reads out only its own pairs.
 """
 
 from __future__ import annotations
@@ -87,14 +88,13 @@ def predict_blocks(
         device: torch device of the model.
         dtype: torch dtype to predict in (None: the model's).
         structure: the whole periodic structure (``ase.Atoms``) the halo was cut from;
-            predicted on directly when it has fewer atoms than the halo.
+            predicted on directly when it has no more atoms than the largest chunk's
+            sub-cluster (never a larger graph than the chunked route's largest call).
         layout: the block layout of ``pairs`` in the cluster, if the caller has it.
 
     Returns:
         Flat blocks laid out as ``layout``.                       # [n_entries]
     """
-    from scipy.spatial import cKDTree
-
     if halo.radius + SEARCH_SLACK < model.receptive_field:
         raise ValueError(
             f"halo radius {halo.radius:.2f} Å is smaller than the model's receptive field "
@@ -104,19 +104,16 @@ def predict_blocks(
     layout = BlockLayout(pairs, nao) if layout is None else layout
     out = np.zeros(layout.n_entries)
     predicted = (distances < model.cutoff) | (pairs[:, 0] == pairs[:, 1])
-    if structure is not None and np.any(structure.pbc) and len(structure) < len(halo):
+    chunks = owned_chunks(halo, nao[: halo.n_owned], chunk_atoms)
+    calls = [_chunk_members(halo, chunk, model.receptive_field) for chunk in chunks]
+    largest = max((len(members) for members in calls), default=0)
+    if structure is not None and np.any(structure.pbc) and len(structure) <= largest:
         rows = np.flatnonzero(predicted)
         _predict_periodic(model, halo, structure, pairs, rows, layout, out, device, dtype)
         return out
     # pairs row_start[a]:row_start[a + 1] belong to owned atom a
     row_start = np.searchsorted(pairs[:, 0], np.arange(halo.n_owned + 1))
-    for chunk in owned_chunks(halo, nao[: halo.n_owned], chunk_atoms):
-        # cluster atoms within the receptive field of the chunk, chunk atoms first
-        reach, _ = cKDTree(halo.positions[chunk]).query(
-            halo.positions, k=1, distance_upper_bound=model.receptive_field + SEARCH_SLACK
-        )  # [n_cluster]
-        others = np.setdiff1d(np.flatnonzero(np.isfinite(reach)), chunk)
-        members = np.concatenate([chunk, others])
+    for chunk, members in zip(chunks, calls):
         local = np.full(len(halo), -1, dtype=np.int64)
         local[members] = np.arange(len(members))
         rows = np.concatenate([np.arange(row_start[a], row_start[a + 1]) for a in chunk])
@@ -136,6 +133,18 @@ def predict_blocks(
             raise PredictionError("model.predict returned other pairs than the ones asked for")
         out[layout.entries(rows)] = np.asarray(flat, dtype=np.float64)  # [n_chunk_entries]
     return out
+
+
+def _chunk_members(halo: Halo, chunk: np.ndarray, reach: float) -> np.ndarray:
+    """Cluster atoms within ``reach`` of the chunk, chunk atoms first: the graph of one
+    model call.                                                          # [n_members]"""
+    from scipy.spatial import cKDTree
+
+    distance, _ = cKDTree(halo.positions[chunk]).query(
+        halo.positions, k=1, distance_upper_bound=reach + SEARCH_SLACK
+    )  # [n_cluster]
+    others = np.setdiff1d(np.flatnonzero(np.isfinite(distance)), chunk)
+    return np.concatenate([chunk, others])
 
 
 def _predict_periodic(model: BlockPredictor, halo: Halo, structure, pairs: np.ndarray,

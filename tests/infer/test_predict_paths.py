@@ -43,13 +43,15 @@ class CountingPredictor:
     def __init__(self, model):
         self.model = model
         self.asked: list[int | None] = []
+        self.periodic: list[bool] = []
 
     def __getattr__(self, name):
         return getattr(self.model, name)
 
-    def predict(self, *args, pairs=None, **kwargs):
+    def predict(self, numbers, positions, cell, pbc, pairs=None, **kwargs):
         self.asked.append(None if pairs is None else len(pairs))
-        return self.model.predict(*args, pairs=pairs, **kwargs)
+        self.periodic.append(bool(np.any(pbc)))
+        return self.model.predict(numbers, positions, cell, pbc, pairs=pairs, **kwargs)
 
 
 def test_periodic_route_reads_out_only_the_ranks_pairs():
@@ -80,3 +82,30 @@ def test_periodic_route_reads_out_only_the_ranks_pairs():
         assert spy.asked[0] < len(all_pairs)
         counted += spy.asked[0]
     assert counted == len(all_pairs)  # every pair of the structure, read out once
+
+
+def test_large_cell_takes_the_chunked_route():
+    """A periodic cell larger than every chunk's sub-cluster is predicted chunk by chunk
+    (no call sees the whole structure), and the blocks equal the periodic route's."""
+    import torch
+
+    from ehpc.infer.predict import _predict_periodic
+    from ehpc.io.layout import BlockLayout
+
+    model = random_si_model(cutoff=2.6, n_layers=1)
+    atoms = si_crystal(repeat=(3, 3, 3))  # 216 atoms
+    numbers, positions = atoms.numbers, atoms.positions
+    cell = np.asarray(atoms.cell[:])
+    parts = partition(positions, model.basis.nao_per_atom(numbers), 2)
+    halo = build_halo(positions, numbers, cell, atoms.pbc, parts.owned(0), model.receptive_field)
+    pairs, distances = cluster_pairs(halo, positions, cell, {(14, 14): model.cutoff})
+    spy = CountingPredictor(model)
+    chunked = predict_blocks(spy, halo, pairs, distances, chunk_atoms=16, dtype=torch.float64,
+                             structure=atoms)
+    assert len(spy.asked) > 1 and not any(spy.periodic)  # chunks' clusters, never the cell
+    layout = BlockLayout(pairs, model.basis.nao_per_atom(halo.numbers))
+    periodic = np.zeros(layout.n_entries)
+    rows = np.flatnonzero((distances < model.cutoff) | (pairs[:, 0] == pairs[:, 1]))
+    _predict_periodic(model, halo, atoms, pairs, rows, layout, periodic, None, torch.float64)
+    assert np.abs(periodic).max() > 1e-3
+    np.testing.assert_allclose(chunked, periodic, rtol=0, atol=1e-11)
