@@ -216,6 +216,34 @@ def fermi_estimates(mu_vectors: np.ndarray, n_occupied: int, center: float, half
     return out
 
 
+def estimator_spread(ht, st, n_occupied: int) -> dict:
+    """Exact per-vector spread of the Rademacher count estimate of n_occupied (dense; small cells).
+
+    For ``F = Θ(E_F - A)``, ``Var(r^T F r) = 2 Σ_{i≠j} ((F + F^T)/2)_ij^2``.  Compared for the
+    non-symmetric ``A = S~^-1 H~`` (what the KPM above samples, ``F = C_occ C_occ^T S~``) and
+    the Löwdin-symmetric ``S~^-1/2 H~ S~^-1/2`` (``F = U_occ U_occ^T``), which a
+    factorisation-free ``S^-1/2 r`` (Krylov) would give.
+    """
+    hd, sd = ht.toarray(), st.toarray()
+    w, c = sl.eigh(hd, sd)                                  # C^T S C = 1
+    occ = c[:, :n_occupied]                                 # [n, n_occ]
+    f = occ @ (occ.T @ sd)                                  # projector in A's frame
+    sw, sv = np.linalg.eigh(sd)
+    root = (sv / np.sqrt(sw)) @ sv.T                        # S~^-1/2
+    _, u = np.linalg.eigh(root @ hd @ root)
+    p = u[:, :n_occupied] @ u[:, :n_occupied].T
+
+    def spread(m):
+        sym = 0.5 * (m + m.T)
+        return float(np.sqrt(2.0 * (np.sum(sym**2) - np.sum(np.diag(sym) ** 2))))
+
+    fermi = 0.5 * (w[n_occupied - 1] + w[n_occupied])
+    dos = float(np.sum(np.abs(w - fermi) < 0.5))  # states per eV around E_F
+    return {"count_std_generalised": spread(f), "count_std_lowdin": spread(p),
+            "states_per_eV_at_fermi": dos,
+            "fermi_std_generalised_eV": spread(f) / dos, "fermi_std_lowdin_eV": spread(p) / dos}
+
+
 def spmm_seconds(matrix, n_columns: int, repeats: int = 5) -> float:
     """Seconds of one sparse product with a block of ``n_columns`` vectors."""
     x = np.ones((matrix.shape[0], n_columns))
@@ -234,12 +262,14 @@ def git_commit() -> str:
     return proc.stdout.strip()
 
 
-def run_ehpc_infer(args, size: int, out: Path) -> dict:
+def run_ehpc_infer(args, size: int, out: Path, guess: float | None = None) -> dict:
     """The factorisation path: ``mpirun -n 1 ehpc-infer`` (skipped when ``out`` exists)."""
     cmd = ["mpirun", "-n", "1", shutil.which("ehpc-infer") or "ehpc-infer",
            "--model", str(args.model),
            "--supercell", f"Si:diamond:{LATTICE_CONSTANT}:{size}x{size}x{size}",
            "--rattle", str(args.rattle), "--seed", "0", "--nev", str(args.nev), "--out", str(out)]
+    if guess is not None:
+        cmd += ["--fermi-guess", repr(guess)]
     if not out.is_file():
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -268,54 +298,78 @@ def run_size(args, size: int) -> dict:
                "seconds": {k: float(max(v)) for k, v in res.timings.items()},
                "eigenvalues": [float(e) for e in np.sort(res.eigenvalues)]},
     )
-    log_bounds, log_kpm = SolveLog(), SolveLog()
     t0 = time.perf_counter()
     ht, st = block_jacobi_congruence(h, s, nao)
     t_prep = time.perf_counter() - t0
+    if args.moments > 0:
+        record["kpm"] = kpm_record(args, ht, st, n_occ)
+        record["kpm"]["seconds"]["congruence"] = t_prep
+        record["kpm"]["seconds"]["total"] += t_prep
+        if args.hybrid:  # the KPM E_F as the window's first shift σ0
+            record["hybrid"] = hybrid_run(args, size, record["kpm"]["estimates"][str(args.moments)])
+    reference, ref_w = record["mumps"]["fermi_level"], None
+    if h.shape[0] <= args.dense_max:
+        t1 = time.perf_counter()
+        ref_w = sl.eigh(h.toarray(), s.toarray(), eigvals_only=True)
+        reference = 0.5 * (ref_w[n_occ - 1] + ref_w[n_occ])
+        record["dense"] = {"seconds": time.perf_counter() - t1, "fermi_level": float(reference),
+                           "homo": float(ref_w[n_occ - 1]), "lumo": float(ref_w[n_occ]),
+                           "bounds_eV": [float(ref_w[0]), float(ref_w[-1])],
+                           "near": [float(e) for e in ref_w[max(0, n_occ - 30):n_occ + 30]]}
+        if args.spread:
+            record["dense"]["estimator_spread"] = estimator_spread(ht, st, n_occ)
+    record["reference_fermi_level"] = float(reference)
+    record["load_average_end"] = list(os.getloadavg())
+    for est in record.get("kpm", {}).get("estimates", {}).values():
+        est["abs_error_eV"] = abs(est["fermi_level"] - reference)
+        if ref_w is not None:  # how many states the KPM E_F miscounts
+            est["count_error_states"] = int(np.searchsorted(ref_w, est["fermi_level"]) - n_occ)
+    return record
+
+
+def hybrid_run(args, size: int, estimate: dict) -> dict:
+    """ehpc-infer's window search started at the KPM E_F: factorisations and seconds."""
+    from ehpc.io.results import read_results
+
+    out = args.work / f"si_{size}_kpm_guess.h5"
+    if out.is_file():
+        out.unlink()
+        shutil.rmtree(out.with_name(out.name + ".ranks"), ignore_errors=True)
+    info = run_ehpc_infer(args, size, out, guess=estimate["fermi_level"])
+    res = read_results(out)
+    return {"command": info["ehpc_infer_command"], "fermi_guess": estimate["fermi_level"],
+            "fermi_level": float(res.fermi_level), "homo": float(res.homo),
+            "lumo": float(res.lumo), "factorizations": int(res.attrs["factorizations"]),
+            "fermi_seconds": float(max(res.timings["fermi"])),
+            "fermi_shifts": [float(x) for x in np.atleast_1d(res.attrs["fermi_shifts"])]}
+
+
+def kpm_record(args, ht, st, n_occ: int) -> dict:
+    """Bounds, moments and E_F estimates of the congruent pair (ht, st), with their costs."""
+    log_bounds, log_kpm = SolveLog(), SolveLog()
+    t0 = time.perf_counter()
     if args.bounds:  # given (e.g. from a smaller cell's Lanczos): a cost-only run
         low, high = args.bounds
     else:
         low, high = lanczos_bounds(ht, st, args.lanczos, args.cg_rtol, log_bounds, seed=1)
     center, half = 0.5 * (high + low), 0.5 * (high - low)
-    t_bounds = time.perf_counter() - t0 - t_prep
+    t_bounds = time.perf_counter() - t0
     mu = kpm_moments(ht, st, center, half, args.moments, args.vectors, args.cg_rtol, log_kpm, seed=2)
-    t_kpm = time.perf_counter() - t0 - t_prep - t_bounds
+    t_kpm = time.perf_counter() - t0 - t_bounds
     orders = sorted({m for m in (args.moments // 4, args.moments // 2) if m >= 16} | {args.moments})
-    estimates = fermi_estimates(mu, n_occ, center, half, orders)
-    record["kpm"] = {
+    return {
         "moments": args.moments, "vectors": args.vectors, "cg_rtol": args.cg_rtol,
         "lanczos_steps": 0 if args.bounds else args.lanczos, "bounds_eV": [low, high],
         "bounds_given": bool(args.bounds),
-        "seconds": {"congruence": t_prep, "bounds": t_bounds, "moments": t_kpm,
-                    "total": t_prep + t_bounds + t_kpm},
+        "seconds": {"bounds": t_bounds, "moments": t_kpm, "total": t_bounds + t_kpm},
         "solves": {"bounds": vars(log_bounds), "moments": vars(log_kpm)},
         "peak_rss_mib": peak_rss_mib(),
         "matrix_mib": (ht.data.nbytes + ht.indices.nbytes + st.data.nbytes + st.indices.nbytes) / 2**20,
         "seconds_per_moment": t_kpm / args.moments,
         "spmm_seconds": {"s": spmm_seconds(st, args.vectors), "h": spmm_seconds(ht, args.vectors)},
-        "estimates": estimates,
+        "estimates": fermi_estimates(mu, n_occ, center, half, orders),
         "moments_mean": mu.mean(axis=0).tolist(),
     }
-    reference = record["mumps"]["fermi_level"]
-    if h.shape[0] <= args.dense_max:
-        t1 = time.perf_counter()
-        w = sl.eigh(h.toarray(), s.toarray(), eigvals_only=True)
-        dense_fermi = 0.5 * (w[n_occ - 1] + w[n_occ])
-        record["dense"] = {"seconds": time.perf_counter() - t1, "fermi_level": float(dense_fermi),
-                           "homo": float(w[n_occ - 1]), "lumo": float(w[n_occ]),
-                           "bounds_eV": [float(w[0]), float(w[-1])],
-                           "near": [float(e) for e in w[max(0, n_occ - 30):n_occ + 30]]}
-        reference = dense_fermi
-        ref_w = w
-    else:
-        ref_w = None
-    record["reference_fermi_level"] = float(reference)
-    record["load_average_end"] = list(os.getloadavg())
-    for m, est in estimates.items():
-        est["abs_error_eV"] = abs(est["fermi_level"] - reference)
-        if ref_w is not None:  # how many states the KPM E_F miscounts
-            est["count_error_states"] = int(np.searchsorted(ref_w, est["fermi_level"]) - n_occ)
-    return record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,13 +378,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--rattle", type=float, default=0.05)
     parser.add_argument("--nev", type=int, default=20)
-    parser.add_argument("--moments", type=int, default=256)
+    parser.add_argument("--moments", type=int, default=256, help="0: no KPM (dense only)")
     parser.add_argument("--vectors", type=int, default=16)
     parser.add_argument("--lanczos", type=int, default=40)
     parser.add_argument("--bounds", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="eV; skip the Lanczos bounds (for cost-per-moment runs)")
     parser.add_argument("--cg-rtol", type=float, default=1e-6)
     parser.add_argument("--dense-max", type=int, default=3000, help="largest dense eigh")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="also run ehpc-infer with --fermi-guess at the KPM E_F")
+    parser.add_argument("--spread", action="store_true",
+                        help="also the exact per-vector spread of the count (dense)")
     parser.add_argument("--work", type=Path, default=Path("bench/data/fermi_free"))
     parser.add_argument("--json", type=Path, default=Path("bench/results/fermi_free_si_dzvp.json"))
     args = parser.parse_args(argv)
@@ -342,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         record = run_size(args, size)
         records.append(record)
         write_atomic(args.json, json.dumps(records, indent=1))
+        if "kpm" not in record:
+            print(f"n={size}: dense reference only", flush=True)
+            continue
         best = record["kpm"]["estimates"][str(args.moments)]
         print(f"n={size} {record['n_orbitals']} orb: KPM E_F {best['fermi_level']:.4f} "
               f"± {best['std_error']:.4f} eV, ref {record['reference_fermi_level']:.4f}, "
