@@ -244,6 +244,17 @@ def estimator_spread(ht, st, n_occupied: int) -> dict:
             "fermi_std_generalised_eV": spread(f) / dos, "fermi_std_lowdin_eV": spread(p) / dos}
 
 
+def overlap_condition(s, st) -> dict:
+    """Condition numbers of S as given, point-Jacobi scaled, and block-Jacobi congruent (dense)."""
+    d = 1.0 / np.sqrt(s.diagonal())
+    out = {}
+    for name, m in (("raw", s.toarray()), ("jacobi", d[:, None] * s.toarray() * d[None, :]),
+                    ("block_jacobi", st.toarray())):
+        w = np.linalg.eigvalsh(m)
+        out[name] = {"min": float(w[0]), "max": float(w[-1]), "condition": float(w[-1] / w[0])}
+    return out
+
+
 def spmm_seconds(matrix, n_columns: int, repeats: int = 5) -> float:
     """Seconds of one sparse product with a block of ``n_columns`` vectors."""
     x = np.ones((matrix.shape[0], n_columns))
@@ -318,6 +329,7 @@ def run_size(args, size: int) -> dict:
                            "near": [float(e) for e in ref_w[max(0, n_occ - 30):n_occ + 30]]}
         if args.spread:
             record["dense"]["estimator_spread"] = estimator_spread(ht, st, n_occ)
+            record["dense"]["overlap_condition"] = overlap_condition(s, st)
     record["reference_fermi_level"] = float(reference)
     record["load_average_end"] = list(os.getloadavg())
     for est in record.get("kpm", {}).get("estimates", {}).values():
