@@ -16,6 +16,9 @@ WITHOUT any factorisation:
 * Jackson kernel, the integrated DOS ``N(E)``, and ``N(E_F) = n_occupied``; the spread of
   the per-vector estimates gives the statistical error.
 
+``--hybrid`` reruns ehpc-infer with ``--fermi-guess`` at the KPM E_F (how many LDLᵀ the
+window search then needs); ``--spread`` computes densely the exact per-vector spread of the
+count estimator and the condition of S.  ehpc-infer's results file is reused when present.
 The reference eigenvalues come from dense ``scipy.linalg.eigh(H, S)`` up to ``--dense-max``
 orbitals and from ehpc-infer's window (MUMPS) beyond.  Records go atomically to ``--json``.
 
@@ -273,6 +276,22 @@ def git_commit() -> str:
     return proc.stdout.strip()
 
 
+def holds_structure(path: Path, size: int, rattle: float, nev: int) -> bool:
+    """Whether an existing results file is of this supercell, rattle (seed 0) and ``--nev``."""
+    from ehpc.cli.infer import parse_supercell
+    from ehpc.io.results import read_results
+    from ehpc.sources import rattle as rattled
+
+    try:
+        res = read_results(path)
+    except Exception:  # noqa: BLE001 - unreadable: recompute
+        return False
+    atoms = rattled(parse_supercell(f"Si:diamond:{LATTICE_CONSTANT}:{size}x{size}x{size}"),
+                    rattle, seed=0)
+    return (int(res.attrs["nev"]) == nev and len(res.atoms) == len(atoms)
+            and np.allclose(res.atoms.positions, atoms.positions, atol=1e-10))
+
+
 def run_ehpc_infer(args, size: int, out: Path, guess: float | None = None) -> dict:
     """The factorisation path: ``mpirun -n 1 ehpc-infer`` (skipped when ``out`` exists)."""
     cmd = ["mpirun", "-n", "1", shutil.which("ehpc-infer") or "ehpc-infer",
@@ -281,6 +300,9 @@ def run_ehpc_infer(args, size: int, out: Path, guess: float | None = None) -> di
            "--rattle", str(args.rattle), "--seed", "0", "--nev", str(args.nev), "--out", str(out)]
     if guess is not None:
         cmd += ["--fermi-guess", repr(guess)]
+    if out.is_file() and not holds_structure(out, size, args.rattle, args.nev):
+        out.unlink()
+        shutil.rmtree(out.with_name(out.name + ".ranks"), ignore_errors=True)
     if not out.is_file():
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -291,7 +313,7 @@ def run_ehpc_infer(args, size: int, out: Path, guess: float | None = None) -> di
 def run_size(args, size: int) -> dict:
     from ehpc.io.results import read_results
 
-    out = args.work / f"si_{size}.h5"
+    out = args.work / f"si_{size}.h5"  # reused when it holds this structure and --nev
     record = {"n_atoms": 8 * size**3, "size": size, "command": sys.argv, "commit": git_commit(),
               "load_average_start": list(os.getloadavg()),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
