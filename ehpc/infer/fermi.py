@@ -89,10 +89,8 @@ class InertiaCounter:
 
         self.hamiltonian = hamiltonian
         self.overlap = overlap
-        self.work = hamiltonian.duplicate(copy=True)
-        self.work.setOption(PETSc.Mat.Option.SPD, False)  # H - σS is indefinite
-        self.work.setOption(PETSc.Mat.Option.SYMMETRIC, True)
-        self.work.setOptionsPrefix(PREFIX)
+        self.work = None
+        self._new_work()
         _set_default_options(PREFIX, INERTIA_DEFAULTS)
         self.ksp = PETSc.KSP().create(hamiltonian.getComm())
         self.ksp.setOptionsPrefix(PREFIX)
@@ -104,10 +102,29 @@ class InertiaCounter:
         self.ksp.setFromOptions()
         self.factorizations = 0
 
+    def _new_work(self) -> None:
+        from petsc4py import PETSc
+
+        self.work = self.hamiltonian.duplicate(copy=True)
+        self.work.setOption(PETSc.Mat.Option.SPD, False)  # H - σS is indefinite
+        self.work.setOption(PETSc.Mat.Option.SYMMETRIC, True)
+        self.work.setOptionsPrefix(PREFIX)
+
+    def release(self) -> None:
+        """Free the factor and the work matrix until the next count: another factor (the
+        shift-and-invert solve's) can then take their memory.  The next count repeats the
+        symbolic analysis."""
+        self.ksp.reset()
+        if self.work is not None:
+            self.work.destroy()
+            self.work = None
+
     def inertia(self, shift: float) -> tuple[int, int, int]:
         """(negative, zero, positive) eigenvalue counts of ``H - shift * S`` (shift in eV)."""
         from petsc4py import PETSc
 
+        if self.work is None:
+            self._new_work()
         same = PETSc.Mat.Structure.SAME_NONZERO_PATTERN
         self.hamiltonian.copy(self.work, structure=same)
         if shift != 0.0:
@@ -118,6 +135,8 @@ class InertiaCounter:
         """Inertia of ``matrix - diagonal_shift * I`` (matrix with the shared pattern)."""
         from petsc4py import PETSc
 
+        if self.work is None:
+            self._new_work()
         matrix.copy(self.work, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
         self.work.shift(-diagonal_shift)
         return self._factor()
@@ -147,7 +166,8 @@ class InertiaCounter:
 
     def destroy(self) -> None:
         self.ksp.destroy()
-        self.work.destroy()
+        if self.work is not None:
+            self.work.destroy()
 
 
 def _set_default_options(prefix: str, defaults: dict) -> None:

@@ -267,6 +267,7 @@ def run_inference(
             counter = InertiaCounter(hamiltonian, overlap)
             try:
                 check_overlap(counter, options.overlap_floor)
+                counter.release()  # S's factor must not stay beside the first H - σS factor
                 result.fermi, result.states = near_fermi(
                     hamiltonian, overlap, counter, n_occupied, options.nev, options.fermi_guess,
                     options.fermi_tol, options.fermi_method, options.eigenvectors, log,
