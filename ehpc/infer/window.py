@@ -333,6 +333,7 @@ class _Search:
         self.log(f"     fermi: bisecting on inertia in [{guess[0]:.4f}, {guess[1]:.4f}] eV ...")
         result = fermi_level(self.counter, self.n_occupied, guess, self.tol)
         self.factorizations += self.counter.factorizations - before
+        self.counter.release()  # the counting factor must not stay beside the solve's
         self.bracket = result.bracket
         known = result.count if result.gap_found else None
         found = self.attempt(result.sigma, known)
