@@ -130,7 +130,10 @@ def run_one(args, model: Path, size: int, n_ranks: int, workdir: Path,
     ]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+    except subprocess.TimeoutExpired:  # a record that says so, and the sweep goes on
+        proc = subprocess.CompletedProcess(cmd, 124, "", f"timed out after {args.timeout:g} s")
     wall = time.perf_counter() - start
     record = {
         "material": args.material,
