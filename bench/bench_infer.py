@@ -118,7 +118,7 @@ def run_one(args, model: Path, size: int, n_ranks: int, workdir: Path,
         n_atoms = ATOMS_PER_GRAPHENE_CELL * size**2
     if args.table:  # the crystal's DFT blocks by lookup, on the perfect lattice
         program = [sys.executable, str(Path(__file__).with_name("crystal_table.py"))]
-        model, rattle = args.table, 0.0
+        rattle = 0.0  # main() passes the table as the model
     else:
         program, rattle = [shutil.which("ehpc-infer") or "ehpc-infer"], args.rattle
     cmd = [

@@ -103,16 +103,11 @@ class CrystalTable:
 
     def predict(self, numbers, positions, cell, pbc, pairs=None, device=None, dtype=None, *,
                 name: str = "structure"):
-        from ehpc.graph import neighbour_list
-        from ehpc.io.layout import BlockLayout
         from ehpc.nn.data import match_rows
+        from ehpc.predictor import prediction_request
 
-        numbers = np.asarray(numbers)
-        positions = np.asarray(positions, dtype=np.float64)
-        cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
-        if pairs is None:
-            pairs = neighbour_list(positions, cell, pbc, self.cutoff, self_edges=True).atom_pairs()
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
+        numbers, positions, cell, pairs = prediction_request(numbers, positions, cell, pbc,
+                                                             self.cutoff, pairs)
         sublattice, translation = self.sites(numbers, positions)
         # the periodic image vector R of the structure's cell, in primitive lattice vectors
         image = np.round(pairs[:, :3] @ cell @ np.linalg.inv(self.cell)).astype(np.int64)
@@ -123,9 +118,8 @@ class CrystalTable:
         if (index < 0).any():
             raise ValueError(f"{name}: {int((index < 0).sum())} pairs lie beyond the table's "
                              f"{self.cutoff} Å label")
-        flat = self.blocks[self.layout.entries(index)]
-        assert len(flat) == BlockLayout(pairs, self.basis.nao_per_atom(numbers)).n_entries
-        return pairs, flat
+        # sites() matched each atom's element, so its block sizes are its sublattice's
+        return pairs, self.blocks[self.layout.entries(index)]
 
 
 def fold_check(label: Path) -> float:

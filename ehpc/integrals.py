@@ -333,14 +333,10 @@ class IntegralModel:
 
         ``device``, ``dtype`` and ``name`` are accepted for the model interface and unused.
         """
-        from .graph import neighbour_list
+        from .predictor import prediction_request
 
-        numbers = np.asarray(numbers)
-        positions = np.asarray(positions, dtype=np.float64)
-        cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
-        if pairs is None:
-            pairs = neighbour_list(positions, cell, pbc, self.cutoff, self_edges=True).atom_pairs()
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
+        numbers, positions, cell, pairs = prediction_request(numbers, positions, cell, pbc,
+                                                             self.cutoff, pairs)
         # each periodic pair (i, j, R) becomes (i, image of j) in an explicit cluster
         images, image_of = np.unique(pairs[:, [4, 0, 1, 2]], axis=0, return_inverse=True)
         image_of = image_of.reshape(-1)

@@ -40,3 +40,18 @@ class BlockPredictor(Protocol):
         """``(pairs, flat)``: the ``[Rx, Ry, Rz, i, j]`` rows and their blocks laid out as
         :class:`ehpc.io.layout.BlockLayout` of those rows (all pairs within the cutoff
         when ``pairs`` is None)."""
+
+
+def prediction_request(numbers, positions, cell, pbc, cutoff: float, pairs=None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``predict``'s arguments as arrays: ``(numbers, positions, cell, pairs)``, with
+    ``pairs`` (``[Rx, Ry, Rz, i, j]``) defaulting to every pair within ``cutoff`` plus the
+    on-site ones."""
+    from .graph import neighbour_list
+
+    numbers = np.asarray(numbers)
+    positions = np.asarray(positions, dtype=np.float64)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    if pairs is None:
+        pairs = neighbour_list(positions, cell, pbc, cutoff, self_edges=True).atom_pairs()
+    return numbers, positions, cell, np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
