@@ -131,15 +131,35 @@ class InertiaCounter:
             self.work.axpy(-shift, self.overlap, structure=same)
         return self._factor()
 
-    def inertia_of(self, matrix, diagonal_shift: float) -> tuple[int, int, int]:
-        """Inertia of ``matrix - diagonal_shift * I`` (matrix with the shared pattern)."""
+    def inertia_of(self, matrix, diagonal_shift: float, definite: bool = False
+                   ) -> tuple[int, int, int]:
+        """Inertia of ``matrix - diagonal_shift * I`` (matrix with the shared pattern).
+
+        ``definite``: the matrix is expected to be positive definite (S in the overlap
+        check), so MUMPS factorises it without pivoting (its SYM=1 mode, the cheaper
+        one) and still counts negative pivots; should that factorisation fail, the
+        pivoting LDLᵀ decides.  The factor is freed afterwards either way, so the next
+        count of ``H - σS`` builds its own indefinite one.
+        """
         from petsc4py import PETSc
 
-        if self.work is None:
+        if definite:
+            self.release()
+            self._new_work()
+            self.work.setOption(PETSc.Mat.Option.SPD, True)
+        elif self.work is None:
             self._new_work()
         matrix.copy(self.work, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
         self.work.shift(-diagonal_shift)
-        return self._factor()
+        if not definite:
+            return self._factor()
+        try:
+            return self._factor()
+        except FermiError:
+            self.release()
+            return self.inertia_of(matrix, diagonal_shift)
+        finally:
+            self.release()
 
     def _factor(self) -> tuple[int, int, int]:
         from petsc4py import PETSc
@@ -185,7 +205,7 @@ def check_overlap(counter: InertiaCounter, floor: float = OVERLAP_EIGENVALUE_FLO
 
     The count of eigenvalues of S below ``floor`` is the inertia of ``S - floor * I``.
     """
-    negative, zero, _ = counter.inertia_of(counter.overlap, floor)
+    negative, zero, _ = counter.inertia_of(counter.overlap, floor, definite=True)
     if negative + zero:
         raise FermiError(
             f"overlap matrix S is near-singular: {negative + zero} of its eigenvalues are below "

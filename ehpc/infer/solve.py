@@ -6,7 +6,10 @@ whatever the size of the spectrum; each iteration is one solve with a MUMPS LDL�
 of ``H - σ S`` computed once.  That same factor also gives, by Sylvester's law of
 inertia, the number of eigenvalues below σ (see :mod:`ehpc.infer.fermi`), so one
 factorisation places the computed window in the spectrum: :class:`ShiftInvert` exposes
-both.  Asking the same object for more eigenpairs reuses the factor.
+both.  Asking the same object for more eigenpairs reuses the factor, and the pairs it
+already holds become SLEPc's deflation space, so only the new ones are iterated for.
+Eigenvector purification is off: it guards against a singular S, and S has passed the
+overlap check (:func:`ehpc.infer.fermi.check_overlap`) before any solve.
 
 MUMPS reports the global inertia only with ``ICNTL(13)=1`` and ``ICNTL(24)=1``; they are
 set as defaults under the ST's prefix ``st_``.  Defaults are set in code and then
@@ -71,7 +74,7 @@ class Window:
         values: the computed eigenvalues nearest σ, ascending.             # [k]
         residuals: relative residual of each.                              # [k]
         vectors: this rank's eigenvector rows or None.                     # [k, n_local]
-        iterations: Krylov-Schur restarts of the last solve.
+        iterations: Krylov-Schur restarts of every solve on this factor.
     """
 
     sigma: float
@@ -125,9 +128,14 @@ class ShiftInvert:
         pc = ksp.getPC()
         pc.setType(PETSc.PC.Type.CHOLESKY)
         pc.setFactorSolverType("mumps")
+        eps.setPurify(False)  # S is positive definite: purification costs one solve per pair
         eps.setFromOptions()  # last: command-line options override everything above
         self.eps = eps
-        self.nev = 0
+        options = PETSc.Options(eps.getOptionsPrefix())
+        # -eps_ncv / -eps_mpd outlive every setDimensions below (None: SLEPc decides)
+        self.user_ncv, self.user_mpd = (
+            options.getInt(name) if options.hasName(name) else None for name in ("eps_ncv", "eps_mpd"))
+        self.found = _Found()
         try:
             eps.setUp()  # the numerical factorisation of H - σS happens here, once
         except PETSc.Error as err:
@@ -149,36 +157,51 @@ class ShiftInvert:
         return int(negative), int(zero), int(positive)
 
     def solve(self, nev: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-        """The ``nev`` eigenpairs nearest σ, ascending: (values, residuals, vectors, its)."""
-        from slepc4py import SLEPc
+        """The ``nev`` eigenpairs nearest σ, ascending: (values, residuals, vectors, its).
 
+        Pairs found by earlier calls on this factor are kept; only the missing ones are
+        solved for, in the complement of the kept vectors (SLEPc's deflation space).
+        """
         if not 0 < nev <= self.n:
             raise SolveError(f"--nev {nev} must be between 1 and the number of orbitals {self.n}")
-        if nev != self.nev:
-            self.eps.setDimensions(nev=nev)  # same shift and operators: the factor is kept
-            self.nev = nev
-        self.eps.solve()
-        n_conv = self.eps.getConverged()
-        if n_conv < nev:
-            reason = self.eps.getConvergedReason()
+        found = self.found
+        if len(found.values) < nev:
+            self._solve_more(nev - len(found.values))
+        nearest = np.argsort(np.abs(found.values - self.sigma), kind="stable")[:nev]
+        order = nearest[np.argsort(found.values[nearest], kind="stable")]
+        vectors = None
+        if self.eigenvectors:
+            vectors = np.asarray([found.vectors[k].getArray() for k in order]).reshape(len(order), -1)
+        return found.values[order], found.residuals[order], vectors, found.iterations
+
+    def _solve_more(self, wanted: int) -> None:
+        """Solve for the ``wanted`` pairs nearest σ outside those already found."""
+        from slepc4py import SLEPc
+
+        found, eps = self.found, self.eps
+        if found.vectors:
+            eps.setDeflationSpace(found.vectors)  # cleared by SLEPc after each solve
+        ncv = self.user_ncv if self.user_ncv is not None and self.user_ncv > wanted else None
+        eps.setDimensions(nev=wanted, ncv=ncv, mpd=self.user_mpd)  # the factor is kept
+        eps.solve()
+        n_conv = eps.getConverged()
+        if n_conv < wanted:
+            reason = eps.getConvergedReason()
             raise SolveError(
-                f"SLEPc converged {n_conv} of {nev} eigenpairs near {self.sigma:.4f} eV "
+                f"SLEPc converged {n_conv} of {wanted} eigenpairs near {self.sigma:.4f} eV "
                 f"(reason {reason}); raise -eps_max_it or -eps_ncv"
             )
-        values, residuals = np.empty(n_conv), np.empty(n_conv)
-        vec = self.hamiltonian.createVecRight() if self.eigenvectors else None
-        local = []
-        for k in range(n_conv):
-            pair = self.eps.getEigenpair(k, vec) if vec is not None else self.eps.getEigenvalue(k)
-            values[k] = pair.real
-            residuals[k] = self.eps.computeError(k, SLEPc.EPS.ErrorType.RELATIVE)
-            if vec is not None:
-                local.append(vec.getArray().copy())
-        # SLEPc may converge more than nev: keep the nev nearest sigma, in ascending order
-        nearest = np.argsort(np.abs(values - self.sigma), kind="stable")[:nev]
-        order = nearest[np.argsort(values[nearest], kind="stable")]
-        vectors = np.asarray(local).reshape(n_conv, -1)[order] if vec is not None else None
-        return values[order], residuals[order], vectors, self.eps.getIterationNumber()
+        values = np.array([eps.getEigenvalue(k).real for k in range(n_conv)])
+        # SLEPc may converge more than asked, not necessarily the nearest: keep the nearest
+        keep = np.argsort(np.abs(values - self.sigma), kind="stable")[:wanted]
+        for k in keep:
+            vec = self.hamiltonian.createVecRight()
+            eps.getEigenvector(k, vec)
+            found.vectors.append(vec)
+        residuals = [eps.computeError(k, SLEPc.EPS.ErrorType.RELATIVE) for k in keep]
+        found.values = np.concatenate([found.values, values[keep]])
+        found.residuals = np.concatenate([found.residuals, residuals])
+        found.iterations += eps.getIterationNumber()
 
     def window(self, nev: int, below: int) -> Window:
         """:meth:`solve` as a :class:`Window` with ``below`` states under σ."""
@@ -186,7 +209,20 @@ class ShiftInvert:
         return Window(self.sigma, below, values, residuals, vectors, iterations)
 
     def destroy(self) -> None:
+        for vec in self.found.vectors:
+            vec.destroy()
+        self.found = _Found()
         self.eps.destroy()
+
+
+@dataclass
+class _Found:
+    """The pairs one :class:`ShiftInvert` has converged so far (its deflation space)."""
+
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))   # [k]
+    residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [k]
+    vectors: list = field(default_factory=list)  # k PETSc Vecs
+    iterations: int = 0
 
 
 def solve_near(

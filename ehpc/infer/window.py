@@ -196,8 +196,11 @@ class _Search:
         self.n = hamiltonian.getSize()[0]
         self.n_occupied, self.nev, self.tol = n_occupied, nev, tol
         self.eigenvectors, self.log = eigenvectors, log
-        # beyond nev, a margin so that the nev nearest E_F (not σ) are usually inside
-        self.k = min(self.n, max(nev + max(4, nev // 2), MIN_WINDOW))
+        # beyond nev, a margin so that the nev nearest E_F (not σ) are inside even when the
+        # density of states differs 3:1 across the gap: 2 nev states cost about as many
+        # Krylov steps as 1.5 nev (359 against 364 solves at 2,808 orbitals), while
+        # widening on the same factor costs a second solve (docs/BENCHMARKS.md)
+        self.k = min(self.n, max(2 * nev, MIN_WINDOW))
         self.max_window = min(self.n, max(MAX_WINDOW, 4 * nev))
         self.shifts: list[float] = []
         self.points: list[tuple[float, float]] = []  # (energy, states below it) known exactly
@@ -295,7 +298,7 @@ class _Search:
 
     def _missing(self, window: Window, miss: _Miss) -> int:
         """States to add on the short side (the window grows on both sides of σ), in one
-        step: a re-solve costs about as much as the first, so none should be wasted."""
+        step: every widening is another Krylov solve (for the new states only)."""
         # HOMO/LUMO still outside: beyond them, half the nev nearest E_F lie further out
         margin = 0 if miss.placement is not None else self.nev // 2 + 1
         return max(miss.states + margin, len(window.values) // 4, 2)

@@ -130,3 +130,32 @@ def test_pipeline_reports_near_singular_overlap(lattice, singular):
             run_inference(atoms, model, options)
     else:
         assert run_inference(atoms, model, options).fermi.gap_found
+
+
+def test_wider_window_on_one_factor_adds_only_the_next_nearest_states():
+    """A second, wider solve on the same factor deflates the pairs already found and
+    returns exactly the states nearest σ, degenerate levels included."""
+    from ehpc.infer.solve import ShiftInvert
+
+    levels = np.concatenate([np.linspace(-3.0, -0.4, 30), [-0.2, -0.2, -0.2, 0.3, 0.3],
+                             np.linspace(0.5, 3.0, 25)])
+    h, s = pencil(levels, seed=3)
+    sigma = 0.01
+    shifted = ShiftInvert(petsc_dense(h), petsc_dense(s), sigma, eigenvectors=True)
+    try:
+        by_distance = levels[np.argsort(np.abs(levels - sigma), kind="stable")]
+        first, _, _, _ = shifted.solve(6)
+        assert np.abs(first - np.sort(by_distance[:6])).max() <= TOL_EIGENVALUE
+        assert len(shifted.found.values) == 6
+        wider, residuals, vectors, _ = shifted.solve(17)
+        assert len(shifted.found.values) == 17  # 11 more, not 17 again
+        assert np.abs(wider - np.sort(by_distance[:17])).max() <= TOL_EIGENVALUE
+        assert residuals.max() <= 1e-6  # SLEPc converges the transformed operator to 1e-8
+        # S-orthonormal eigenvectors of H c = ε S c
+        assert np.abs(vectors @ s @ vectors.T - np.eye(17)).max() <= 1e-8
+        assert np.abs(vectors @ h @ vectors.T - np.diag(wider)).max() <= 1e-8
+        narrower, _, _, _ = shifted.solve(4)  # no new solve: the nearest of those found
+        assert len(shifted.found.values) == 17
+        assert np.abs(narrower - np.sort(by_distance[:4])).max() <= TOL_EIGENVALUE
+    finally:
+        shifted.destroy()
