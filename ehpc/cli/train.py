@@ -361,19 +361,41 @@ def _train(args, config, dist) -> int:
     blob = None  # the trainer holds the state now
     try:
         progress = trainer.run()
+        if dist.is_main:
+            source = out / (BEST if config.train.export == "best" and (out / BEST).exists()
+                            else LAST)
+            export_model(source, out / "model.pt", model)  # training is over: reuse the model
+            log.info("wrote %s (EMA weights of %s; best %s at epoch %d)", out / "model.pt",
+                     source.name, f"{progress.best_loss:.6g}", progress.best_epoch)
+            try:
+                plot_learning_curve(out / "metrics.jsonl", out / "learning_curve.png", str(out))
+            except Exception as err:  # a plotting problem must not lose a finished training
+                log.warning("could not draw the learning curve: %s", err)
+        barrier()
+        if config.train.readout_fit:
+            _refit_readout(trainer, model, out, dist)
     finally:
         data.close()
-    if dist.is_main:
-        source = out / (BEST if config.train.export == "best" and (out / BEST).exists() else LAST)
-        export_model(source, out / "model.pt", model)  # training is over: reuse the model
-        log.info("wrote %s (EMA weights of %s; best %s at epoch %d)", out / "model.pt",
-                 source.name, f"{progress.best_loss:.6g}", progress.best_epoch)
-        try:
-            plot_learning_curve(out / "metrics.jsonl", out / "learning_curve.png", str(out))
-        except Exception as err:  # a plotting problem must not lose a finished training
-            log.warning("could not draw the learning curve: %s", err)
     barrier()
     return 0
+
+
+def _refit_readout(trainer, model, out: Path, dist) -> None:
+    """``train.readout_fit``: least-squares readout of model.pt, kept if validation improves."""
+    from ..atomic import replacing
+    from ..nn.model import HamiltonianModel
+
+    exported = HamiltonianModel.load(out / "model.pt")
+    model.load_state_dict(exported.state_dict())  # every rank: the weights model.pt holds
+    fit = trainer.refit_readout()
+    before, after = fit["before"], fit["after"]
+    log.info("readout least squares (%.0f s): validation H MAE %.2f -> %.2f meV, loss %.6g -> "
+             "%.6g; %s", fit["seconds"], before["val_mae_eV"] * 1e3, after["val_mae_eV"] * 1e3,
+             before["val_loss"], after["val_loss"],
+             f"model.pt now holds it" if fit["kept"] else "not kept (model.pt unchanged)")
+    if fit["kept"] and dist.is_main:
+        with replacing(out / "model.pt") as tmp:
+            model.save(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,11 @@ Pipeline (Zhong et al., npj Comput. Mater. 9, 182 (2023), the HamGNN method):
    scale and (for invariant components) shift fitted to training data bring them to the
    data's size, and the fixed Clebsch-Gordan matrix of ``blocks.py`` turns them into the
    flat PySCF-order block.  Off-site blocks carry the cutoff envelope, so a block fades
-   to zero as its pair leaves the cutoff.
+   to zero as its pair leaves the cutoff, and (``block_decay``) the size the training
+   blocks of that element pair have at that distance, ``g(r) = exp(c0 + c1 r + c2 r^2)``
+   fitted to their RMS: the network then predicts every distance shell on one scale,
+   and a block a thousand times smaller than a bond's is learned to the same relative
+   accuracy instead of drowning in the bonds' absolute error.
 
 Hermiticity holds by construction: on-site blocks are symmetrised, and the off-site
 block of an unordered pair is the average of its two directed predictions (one
@@ -52,6 +56,9 @@ MIN_RELATIVE_SCALE = 1.0e-3
 
 #: pairs per readout pass in ``predict`` unless told otherwise
 DEFAULT_CHUNK = 200_000
+
+#: degree of the polynomial in r of log g(r), the off-site block size (``block_decay``)
+DECAY_DEGREE = 2
 
 _W3J_BUFFER = re.compile(r"_w3j_(\d+)_(\d+)_(\d+)$")
 
@@ -174,6 +181,8 @@ class HamiltonianModel(torch.nn.Module):
             is None).
         envelope_width: Å over which the switch envelope falls to 0 at the cutoff; None:
             the polynomial envelope over the whole cutoff (models saved before the switch).
+        block_decay: scale off-site blocks by the size g(r) that the training blocks of
+            their element pair have at their distance (fitted by :meth:`set_statistics`).
         widen: raise ``channels`` to :func:`block_multiplicity` (False rebuilds a saved
             architecture exactly).
 
@@ -236,6 +245,9 @@ class HamiltonianModel(torch.nn.Module):
             for zb in self.elements
         })
         self.register_buffer("avg_neighbours", torch.ones(()))
+        # log g(r) = Σ_p decay[a, b, p] r^p with r clamped to decay_range (zeros: g = 1)
+        self.register_buffer("decay", torch.zeros(n_species, n_species, DECAY_DEGREE + 1))
+        self.register_buffer("decay_range", torch.tensor([0.0, self.cutoff]))
         self.register_buffer("has_statistics", torch.zeros((), dtype=torch.bool))
         # E_F minus the on-site estimate, averaged over the training structures (NaN:
         # unknown); ehpc-infer starts its E_F search there (ehpc.infer.window)
@@ -278,7 +290,8 @@ class HamiltonianModel(torch.nn.Module):
                 f"model metadata has units {units}; ehpc uses {ENERGY_UNIT}/{LENGTH_UNIT}"
             )
         basis = Basis(meta["basis"], meta.get("pseudo") or None)
-        hparams = {"envelope_width": None, **meta.get("hparams", {})}  # older files: polynomial
+        # older files: polynomial envelope, no block decay
+        hparams = {"envelope_width": None, "block_decay": False, **meta.get("hparams", {})}
         return cls(basis, meta["elements"], meta["cutoff"], meta["n_layers"], widen=False,
                    **hparams)
 
@@ -335,7 +348,8 @@ class HamiltonianModel(torch.nn.Module):
         dtype = next(v.dtype for v in blob["state_dict"].values() if v.is_floating_point())
         model.to(dtype=dtype)
         state = dict(blob["state_dict"])
-        state.setdefault("fermi_offset", model.fermi_offset)  # files written before it existed
+        for name in ("fermi_offset", "decay", "decay_range"):  # files written before them
+            state.setdefault(name, getattr(model, name))
         model.load_state_dict(state)
         return model.to(device) if device is not None else model
 
@@ -385,6 +399,7 @@ class HamiltonianModel(torch.nn.Module):
                 and basis), which saves searching their neighbours again.
         """
         samples: dict[tuple[str, str], list[np.ndarray]] = {}
+        distances: dict[tuple[str, str], list[np.ndarray]] = {}
         n_edges, n_atoms = 0, 0
         for graph in structures:
             if isinstance(graph, HamiltonianRecord):
@@ -396,6 +411,7 @@ class HamiltonianModel(torch.nn.Module):
             species = graph.species.cpu().numpy()
             layout = BlockLayout(pairs, graph.nao[species])
             flat = graph.target.cpu().numpy()
+            length = _pair_lengths(graph)  # [n_pairs]
             onsite = (pairs[:, 3] == pairs[:, 4]) & ~pairs[:, :3].any(axis=1)
             si, sj = species[pairs[:, 3]], species[pairs[:, 4]]
             for ia, a in enumerate(self.elements):
@@ -407,12 +423,63 @@ class HamiltonianModel(torch.nn.Module):
                         key = (kind, str(a) if kind == "onsite" else _pair_key(a, b))
                         block = flat[layout.entries(rows)].reshape(len(rows), -1)  # [n_rows, size]
                         samples.setdefault(key, []).append(block)
+                        distances.setdefault(key, []).append(length[rows])
+        if self.hparams.get("block_decay"):
+            self._fit_decay({key: (np.concatenate(distances[key]), np.concatenate(blocks))
+                             for key, blocks in samples.items() if key[0] == "offsite"})
         for (kind, key), blocks in samples.items():
             readout = getattr(self, kind)[key]
-            readout.set_statistics(readout.spec.to_irreps(np.concatenate(blocks)))
+            blocks = np.concatenate(blocks)
+            if kind == "offsite":  # the readout predicts blocks in units of g(r)
+                a, b = (self.elements.index(int(z)) for z in key.split("_"))
+                r = torch.as_tensor(np.concatenate(distances[(kind, key)]), dtype=self.decay.dtype)
+                blocks = blocks / self.block_size(a, b, r).cpu().numpy()[:, None]
+            readout.set_statistics(readout.spec.to_irreps(blocks))
         if n_atoms:
             self.avg_neighbours.fill_(max(n_edges / n_atoms, 1.0))
         self.has_statistics.fill_(True)
+
+    def _fit_decay(self, offsite: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Fit log g(r) of every element pair to its blocks' log RMS (both directions).
+
+        Args:
+            offsite: per ``("offsite", "za_zb")``: pair distances in Å and flat blocks.
+        """
+        lengths = np.concatenate([r for r, _ in offsite.values()])
+        if not len(lengths):
+            return
+        self.decay_range.copy_(torch.as_tensor([lengths.min(), lengths.max()]))
+        for ia, a in enumerate(self.elements):
+            for ib, b in enumerate(self.elements[ia:], start=ia):
+                keys = dict.fromkeys((_pair_key(a, b), _pair_key(b, a)))  # ordered: a set's
+                found = [offsite[("offsite", k)] for k in keys       # order changes per process
+                         if ("offsite", k) in offsite]
+                if not found:
+                    continue
+                r = np.concatenate([d for d, _ in found])
+                rms = np.concatenate([np.sqrt((x**2).mean(axis=1)) for _, x in found])
+                keep = rms > 0.0
+                if not keep.any():
+                    continue
+                r, log_rms = r[keep], np.log(rms[keep])
+                # fewer distinct distances than coefficients: a lower degree (a dimer: constant)
+                degree = min(DECAY_DEGREE, len(np.unique(np.round(r, 3))) - 1)
+                # normal equations from plain sums and a small solve (a resumed or restarted
+                # run must reproduce these coefficients bit for bit)
+                powers = np.stack([r**p for p in range(degree + 1)], axis=1)  # [n, degree + 1]
+                coef = np.zeros(DECAY_DEGREE + 1)
+                gram = (powers[:, :, None] * powers[:, None, :]).sum(axis=0)
+                coef[: degree + 1] = np.linalg.solve(gram, (powers * log_rms[:, None]).sum(axis=0))
+                self.decay[ia, ib] = self.decay[ib, ia] = torch.as_tensor(coef)
+
+    def block_size(self, a: int, b: int, lengths: torch.Tensor) -> torch.Tensor:
+        """g(r) of element pair (a, b) (indices into ``elements``) at ``lengths`` Å.  # [n]"""
+        lo, hi = self.decay_range
+        r = lengths.clamp(float(lo), float(hi))
+        log_size = torch.zeros_like(r)
+        for c in self.decay[a, b].to(r.dtype).flip(0):  # Horner's rule
+            log_size = log_size * r + c
+        return torch.exp(log_size)
 
     @torch.no_grad()
     def set_fermi_offset(self, records: list[HamiltonianRecord]) -> None:
@@ -431,8 +498,9 @@ class HamiltonianModel(torch.nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def encode(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Atom features, edge features and edge envelopes after all layers."""
+    def encode(self, graph: Graph
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Atom features, edge features, edge envelopes and edge lengths after all layers."""
         i, j = graph.edge_index
         vectors = graph.positions[j] - graph.positions[i] + graph.edge_offset  # [n_edges, 3]
         lengths = vectors.norm(dim=1)  # [n_edges]
@@ -446,10 +514,10 @@ class HamiltonianModel(torch.nn.Module):
         for layer in self.layers:
             node, edge = layer(node, edge, graph.edge_index, sh, radial, envelope,
                                self.avg_neighbours)
-        return node, edge, envelope
+        return node, edge, envelope, lengths
 
     def readout(self, graph: Graph, node: torch.Tensor, edge: torch.Tensor, envelope: torch.Tensor,
-                plan=None) -> torch.Tensor:
+                lengths: torch.Tensor, plan=None) -> torch.Tensor:
         """Flat H blocks (eV, PySCF order) of the plan's pairs."""
         plan = graph.plan if plan is None else plan
         pieces = []
@@ -464,7 +532,8 @@ class HamiltonianModel(torch.nn.Module):
             x = fwd(edge[group.forward])  # [n, nao_a * nao_b]
             y = rev(edge[group.reverse])  # [n, nao_b * nao_a]
             block = 0.5 * (x + y[:, rev.transpose])  # [n, nao_a * nao_b]
-            block = block * envelope[group.forward][:, None]
+            size = envelope[group.forward] * self.block_size(*group.species, lengths[group.forward])
+            block = block * size[:, None]
             pieces.append(block[group.direct].reshape(-1))
             pieces.append(block[group.flipped][:, fwd.transpose].reshape(-1))
         if not pieces:
@@ -472,8 +541,7 @@ class HamiltonianModel(torch.nn.Module):
         return torch.cat(pieces)[plan.gather]  # [n_entries]
 
     def forward(self, graph: Graph) -> torch.Tensor:
-        node, edge, envelope = self.encode(graph)
-        return self.readout(graph, node, edge, envelope)
+        return self.readout(graph, *self.encode(graph))
 
     # ------------------------------------------------------------------ inference
 
@@ -522,7 +590,7 @@ class HamiltonianModel(torch.nn.Module):
         graph = self.graph(numbers, positions, cell, pbc, pairs=no_pairs, name=name, edges=edges)
         pairs = np.asarray(edges.rows if pairs is None else pairs, dtype=np.int64).reshape(-1, 5)
         graph = graph.to(self.device, self.dtype)
-        node, edge, envelope = self.encode(graph)
+        encoded = self.encode(graph)
         from .data import build_plan
 
         species = graph.species.cpu().numpy()
@@ -531,7 +599,7 @@ class HamiltonianModel(torch.nn.Module):
         for start in range(0, len(pairs), chunk):
             part = pairs[start : start + chunk]
             plan = build_plan(part, species, graph.edge_rows, graph.nao, name)
-            flat = self.readout(graph, node, edge, envelope, plan.to(self.device))
+            flat = self.readout(graph, *encoded, plan=plan.to(self.device))
             out.append(flat.detach().cpu().to(torch.float64).numpy())
         self.train(was_training)
         return pairs, (np.concatenate(out) if out else np.zeros(0))
@@ -570,4 +638,15 @@ def read_model_file(path: str | Path) -> dict:
 
 def _pair_key(za: int, zb: int) -> str:
     return f"{za}_{zb}"
+
+
+def _pair_lengths(graph: Graph) -> np.ndarray:
+    """Å between the atoms of each of ``graph.pairs`` (0 on-site).   # [n_pairs]"""
+    from .data import match_rows
+
+    i, j = graph.edge_index.cpu().numpy()
+    vectors = (graph.positions[j] - graph.positions[i] + graph.edge_offset).cpu().numpy()
+    edge_length = np.linalg.norm(vectors, axis=1)  # [n_edges]
+    at = match_rows(np.asarray(graph.pairs, dtype=np.int64), np.asarray(graph.edge_rows))
+    return np.where(at >= 0, edge_length[np.maximum(at, 0)], 0.0)
 

@@ -77,6 +77,11 @@ class ModelConfig:
     envelope_width: float | None = _opt(
         0.5, "Å over which the envelope falls to 0 at the cutoff; null: polynomial over the "
         "whole cutoff, which damps a block at 0.9 cutoff to 4 %", gt=0)
+    # the Si blocks of gth-dzvp-molopt-sr fall from 0.7 eV (2.35 Å) to 1 meV (8.5 Å): on one
+    # scale the far shells, half of all pairs, were fitted to 20 times their own size
+    block_decay: bool = _opt(
+        True, "scale off-site blocks by exp(quadratic in r) fitted to the training blocks' "
+        "size against distance, so every distance shell is learned to the same relative error")
     init: str | None = _opt(
         None, "fine-tune this saved model; its architecture replaces the keys above")
 
@@ -136,6 +141,10 @@ class TrainConfig:
                                  min=1)
     export: Literal["best", "last"] = _opt(
         "best", "which EMA weights become model.pt: best validation or the last epoch")
+    readout_fit: bool = _opt(
+        False, "after training, solve the readout weights of model.pt by least squares on the "
+        "training split (features fixed); kept when the validation loss drops. Costs one "
+        "readout pass per readout weight and training structure")
     dtype: Literal["float32", "float64"] = _opt("float32", "floating type of the network")
     seed: int = _opt(0, "seeds weights and batch order (the same on every rank)", min=0)
     deterministic: bool = _opt(False, "torch.use_deterministic_algorithms: bit-exact repeats")

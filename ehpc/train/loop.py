@@ -63,6 +63,7 @@ from .ema import ExponentialMovingAverage
 from .loss import Loss, entry_weights
 from .metrics import ErrorSums, validation_row
 from .optim import LBFGS_HISTORY, LBFGS_ITERATIONS, LevenbergMarquardt
+from .readout_fit import fit_readout, readout_weights
 from .schedule import LRSchedule
 
 log = logging.getLogger("ehpc.train")
@@ -376,11 +377,12 @@ class Trainer:
                     p.copy_(saved[k])
 
     @torch.no_grad()
-    def validate(self) -> dict:
-        """Errors of the averaged model over the validation split (exact over ranks)."""
+    def validate(self, averaged: bool = True) -> dict:
+        """Errors of the averaged model (``averaged=False``: the model as it is) over the
+        validation split (exact over ranks)."""
         sums = ErrorSums(self.device)
         names = self.data.val_names
-        with self.averaged_weights() as model:
+        with self.averaged_weights() if averaged else contextlib.nullcontext(self.module) as model:
             was_training = model.training
             model.eval()
             for batch in self.val_batches:
@@ -392,6 +394,33 @@ class Trainer:
                 sums.add_entries(pred, graph.target, graph.onsite_entries, len(batch))
             model.train(was_training)
         return validation_row(sums.all_reduce(), self.loss)
+
+    def refit_readout(self) -> dict:
+        """``train.readout_fit``: solve the model's readout by least squares on the training
+        split (:mod:`ehpc.train.readout_fit`), features as they are; the new readout is
+        kept only if it lowers the validation loss.  Every rank must call it.
+
+        Returns:
+            ``before`` and ``after`` validation rows, ``kept``, and ``seconds``.
+        """
+        start = time.perf_counter()
+        model = self.module
+        before = self.validate(averaged=False)
+        saved = [w.detach().clone() for w in readout_weights(model)]
+        names = self.data.train_names[self.dist.rank :: self.dist.world_size]
+        was_training = model.training
+        model.eval()
+        fit_readout(model, (self._batch([n])[0] for n in names), self.tc.diag_weight,
+                    all_reduce if self.dist.is_distributed else None)
+        model.train(was_training)
+        after = self.validate(averaged=False)
+        kept = after["val_loss"] < before["val_loss"]
+        if not kept:
+            with torch.no_grad():
+                for w, s in zip(readout_weights(model), saved):
+                    w.copy_(s)
+        return {"before": before, "after": after, "kept": kept,
+                "seconds": time.perf_counter() - start}
 
     # ------------------------------------------------------------------ checkpoints
 
