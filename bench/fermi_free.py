@@ -44,6 +44,7 @@ import numpy as np
 import scipy.linalg as sl
 import scipy.sparse as sp
 
+from bench_mumps import git_commit  # bench/ is on the path of a bench script
 from ehpc.cli import write_atomic
 
 LATTICE_CONSTANT = 5.43  # Å, silicon
@@ -269,11 +270,6 @@ def spmm_seconds(matrix, n_columns: int, repeats: int = 5) -> float:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def git_commit() -> str:
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip()
 
 
 def holds_structure(path: Path, size: int, rattle: float, nev: int) -> bool:
