@@ -124,7 +124,8 @@ class TrainConfig:
         "the DFT ones, float64); 0: off", min=0)
     band_window: float = _opt(2.0, "crystals: bands within this many eV of E_F enter the "
                               "band loss", gt=0)
-    band_kpoints: int = _opt(4, "crystals: Γ plus points of the SCF mesh, this many in all",
+    band_kpoints: int = _opt(4, "crystals: Γ plus points of the SCF mesh (refined by a whole "
+                             "factor when it holds fewer), this many in all",
                              min=1)
     band_virtual: int = _opt(4, "molecules: empty orbitals above the occupied ones in the "
                              "band loss", min=0)

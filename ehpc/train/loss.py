@@ -101,10 +101,20 @@ def band_kpoints(record: HamiltonianRecord, n_kpoints: int) -> np.ndarray:
 
     Molecules (no periodic axis) get Γ only.  The mesh points come in order of their
     distance from Γ in fractional units, so a few of them already reach the zone edge.
+    Asked for more points than the SCF mesh holds, the mesh is refined by a whole factor
+    along its periodic axes until it holds them: the reference eigenvalues are those of
+    the label's own blocks, known at any k, and the nearly singular S(k) of a faithful
+    basis lies between the points of a coarse SCF mesh (near X in silicon).
     """
     if not np.asarray(record.pbc).any():
         return np.zeros((1, 3))
     mesh = np.asarray(record.attrs.get("kmesh", (1, 1, 1)), dtype=np.int64).reshape(3)
+    periodic = np.asarray(record.pbc, dtype=bool).reshape(3)
+    axes = periodic & (mesh > 1) if (periodic & (mesh > 1)).any() else periodic  # not vacuum
+    factor = 1
+    while np.prod(np.where(axes, mesh * factor, mesh)) < n_kpoints and factor < 64:
+        factor += 1
+    mesh = np.where(axes, mesh * factor, mesh)
     grid = np.stack(np.meshgrid(*[np.arange(m) / m for m in mesh], indexing="ij"), -1)
     points = grid.reshape(-1, 3)
     folded = points - np.round(points)  # into [-1/2, 1/2]: the distance from Γ

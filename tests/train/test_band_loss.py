@@ -159,3 +159,18 @@ def test_ehpc_train_reports_the_band_error_of_its_model(tmp_path, config_file, r
         n_levels = int(record.attrs["n_electrons"]) // 2 + 2
         errors.extend(np.abs(e_ml - e_dft)[:n_levels])
     assert row["val_band_mae_meV"] == pytest.approx(1000 * np.mean(errors), rel=1e-6)
+
+
+def test_band_kpoints_refine_the_scf_mesh_when_asked_for_more(crystal):
+    """Up to the SCF mesh: its points; beyond: a mesh refined by a whole factor, which
+    holds the SCF mesh and the zone edge between its points."""
+    mesh = np.asarray(crystal.attrs["kmesh"])
+    scf = band_kpoints(crystal, int(np.prod(mesh)))
+    assert sorted(map(tuple, np.round(scf * mesh, 6))) == sorted(
+        map(tuple, np.round(np.indices(mesh).reshape(3, -1).T.astype(float), 6)))
+    finer = band_kpoints(crystal, 8 * int(np.prod(mesh)))  # all of the mesh times 2
+    assert len({tuple(k) for k in np.round(finer, 9)}) == len(finer) == 8 * np.prod(mesh)
+    on_finer_mesh = finer * 2 * mesh
+    np.testing.assert_allclose(on_finer_mesh, np.round(on_finer_mesh), atol=1e-9)
+    assert {tuple(k) for k in np.round(scf, 9)} <= {tuple(k) for k in np.round(finer, 9)}
+    assert np.isclose(np.abs(finer - np.round(finer)), 0.5).any()  # the zone edge
