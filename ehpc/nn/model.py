@@ -451,9 +451,9 @@ class HamiltonianModel(torch.nn.Module):
         self.decay_range.copy_(torch.as_tensor([lengths.min(), lengths.max()]))
         for ia, a in enumerate(self.elements):
             for ib, b in enumerate(self.elements[ia:], start=ia):
-                keys = dict.fromkeys((_pair_key(a, b), _pair_key(b, a)))  # ordered: a set's
-                found = [offsite[("offsite", k)] for k in keys       # order changes per process
-                         if ("offsite", k) in offsite]
+                # both directions, in a fixed order (a set's order changes between processes)
+                keys = dict.fromkeys((_pair_key(a, b), _pair_key(b, a)))
+                found = [offsite[("offsite", k)] for k in keys if ("offsite", k) in offsite]
                 if not found:
                     continue
                 r = np.concatenate([d for d, _ in found])
