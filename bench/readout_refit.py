@@ -23,7 +23,7 @@ import torch
 from ehpc.io.dataset import Dataset
 from ehpc.io.layout import BlockLayout
 from ehpc.io.splits import read_splits
-from ehpc.nn.data import record_to_graph
+from ehpc.nn.data import pair_lengths, record_to_graph
 from ehpc.nn.fit import evaluate
 from ehpc.nn.model import HamiltonianModel
 from ehpc.train.readout_fit import RIDGE, fit_readout
@@ -39,11 +39,8 @@ def shell_errors(model: HamiltonianModel, record) -> list[dict]:
     with torch.no_grad():
         pred = model(graph).double().numpy()
     target = graph.target.double().numpy()
-    pairs = np.asarray(graph.pairs)
-    layout = BlockLayout(pairs, model.basis.nao_per_atom(record.numbers))
-    cell = np.asarray(record.cell)
-    pos = np.asarray(record.positions)
-    length = np.linalg.norm(pos[pairs[:, 4]] + pairs[:, :3] @ cell - pos[pairs[:, 3]], axis=1)
+    layout = BlockLayout(np.asarray(graph.pairs), model.basis.nao_per_atom(record.numbers))
+    length = pair_lengths(graph)  # [n_pairs]
     rows = []
     for lo, hi in zip(SHELLS[:-1], SHELLS[1:]):
         pick = np.flatnonzero((length >= lo) & (length < hi))

@@ -189,6 +189,15 @@ def match_rows(query: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.where(t[found] == q, found, -1).astype(np.int64)
 
 
+def pair_lengths(graph: Graph) -> np.ndarray:
+    """Å between the atoms of each of ``graph.pairs`` (0 on-site).   # [n_pairs]"""
+    i, j = graph.edge_index.cpu().numpy()
+    vectors = (graph.positions[j] - graph.positions[i] + graph.edge_offset).cpu().numpy()
+    edge_length = np.linalg.norm(vectors, axis=1)  # [n_edges]
+    at = match_rows(np.asarray(graph.pairs, dtype=np.int64), np.asarray(graph.edge_rows))
+    return np.where(at >= 0, edge_length[np.maximum(at, 0)], 0.0)
+
+
 def _row_keys(rows: np.ndarray) -> np.ndarray:
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()

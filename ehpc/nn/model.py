@@ -42,7 +42,7 @@ from ..train.config import ModelConfig
 from ..units import ENERGY_UNIT, LENGTH_UNIT
 from .blocks import PairBlockSpec, pair_block_spec, transpose_index
 from .data import (Edges, Graph, GraphError, build_graph, is_onsite, neighbour_edges,
-                   record_to_graph, species_index)
+                   pair_lengths, record_to_graph, species_index)
 from .layers import EdgeEmbedding, InteractionLayer, hidden_irreps
 from .radial import RadialEmbedding
 
@@ -411,7 +411,7 @@ class HamiltonianModel(torch.nn.Module):
             species = graph.species.cpu().numpy()
             layout = BlockLayout(pairs, graph.nao[species])
             flat = graph.target.cpu().numpy()
-            length = _pair_lengths(graph)  # [n_pairs]
+            length = pair_lengths(graph)  # [n_pairs]
             onsite = (pairs[:, 3] == pairs[:, 4]) & ~pairs[:, :3].any(axis=1)
             si, sj = species[pairs[:, 3]], species[pairs[:, 4]]
             for ia, a in enumerate(self.elements):
@@ -638,15 +638,3 @@ def read_model_file(path: str | Path) -> dict:
 
 def _pair_key(za: int, zb: int) -> str:
     return f"{za}_{zb}"
-
-
-def _pair_lengths(graph: Graph) -> np.ndarray:
-    """Å between the atoms of each of ``graph.pairs`` (0 on-site).   # [n_pairs]"""
-    from .data import match_rows
-
-    i, j = graph.edge_index.cpu().numpy()
-    vectors = (graph.positions[j] - graph.positions[i] + graph.edge_offset).cpu().numpy()
-    edge_length = np.linalg.norm(vectors, axis=1)  # [n_edges]
-    at = match_rows(np.asarray(graph.pairs, dtype=np.int64), np.asarray(graph.edge_rows))
-    return np.where(at >= 0, edge_length[np.maximum(at, 0)], 0.0)
-
