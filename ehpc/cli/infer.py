@@ -195,14 +195,15 @@ def run(args: argparse.Namespace, load_model=None) -> int:
     size = PETSc.COMM_WORLD.getSize()
     log(f"{PROG}: {atoms.info['name']}: {len(atoms)} atoms on {size} rank(s)")
     result = run_inference(atoms, model, options, out=args.out, log=log)
-    for line in summary(result.fermi):
+    for line in summary(result.fermi, result.overlap_check):
         log(f"{PROG}: {line}")
     log(f"{PROG}: wrote {args.out}")
     return 0
 
 
-def summary(fermi) -> list[str]:
-    """E_F, HOMO, LUMO, gap and occupancy, and how E_F was found, as printed lines."""
+def summary(fermi, overlap_check=None) -> list[str]:
+    """E_F, HOMO, LUMO, gap and occupancy, how E_F was found, and what the overlap check
+    cost, as printed lines."""
     if fermi.gap_found:
         state = f"gap = {fermi.gap:.6f} eV (gap_found=True)"
     else:
@@ -211,9 +212,11 @@ def summary(fermi) -> list[str]:
     return [
         f"E_F = {fermi.fermi_level:.6f} eV, HOMO = {fermi.homo:.6f} eV, "
         f"LUMO = {fermi.lumo:.6f} eV, {state}",
-        f"E_F path: {fermi.method}, {fermi.factorizations} factorisation(s) of H - σS "
-        f"(+1 of S for the overlap check), {fermi.n_occupied} occupied states",
-    ]
+        f"E_F path: {fermi.method}, {fermi.factorizations} factorisation(s) of H - σS, "
+        f"{fermi.n_occupied} occupied states",
+    ] + ([] if overlap_check is None else [
+        f"overlap check: smallest eigenvalue of S ≈ {overlap_check.smallest:.3g} (Krylov), "
+        f"{overlap_check.factorizations} factorisation(s) of S"])
 
 
 def _abort(err: BaseException) -> int:

@@ -5,7 +5,13 @@ For symmetric H and positive-definite S, the number of generalised eigenvalues o
 law of inertia applied to ``L^-1 (H - σ S) L^-T`` with ``S = L L^T``).  A sparse LDLᵀ
 factorisation (MUMPS) gives that count exactly without a single eigenvalue, so the
 Fermi level of a closed-shell system, where ``n_electrons / 2`` states are occupied, is
-found by bisection on σ.  The same count on ``S - ε I`` detects a near-singular S.
+found by bisection on σ.
+
+A near-singular S is caught before any of that (:func:`check_overlap`): a Krylov–Schur
+estimate of S's smallest eigenvalue needs only products with S, a few hundred of them,
+and settles the common case of an S far from singular without a factorisation.  When
+the estimate comes within ``ESTIMATE_MARGIN`` of the floor, or does not converge, the
+exact count of eigenvalues below the floor (the inertia of ``S - floor * I``) decides.
 
 MUMPS needs ``ICNTL(13)=1`` (no ScaLAPACK root) and ``ICNTL(24)=1`` (null-pivot
 detection) for a correct global inertia.  The symbolic analysis is done once and reused
@@ -37,6 +43,17 @@ SHIFT_NUDGE = 1.0e-9
 #: below this generalised eigenvalue of S the basis is treated as linearly dependent:
 #: S^-1 would amplify round-off in H by more than its inverse
 OVERLAP_EIGENVALUE_FLOOR = 1.0e-6
+
+#: the Krylov estimate of S's smallest eigenvalue settles the overlap check only when it
+#: lies this many times above the floor; nearer, the exact inertia count decides
+ESTIMATE_MARGIN = 10.0
+
+#: options prefix, relative tolerance and basis size of that estimate
+#: (``-overlap_eps_ncv 32`` etc. override them)
+OVERLAP_PREFIX = "overlap_"
+ESTIMATE_TOLERANCE = 1.0e-3
+ESTIMATE_NCV = 64
+ESTIMATE_MAX_RESTARTS = 200
 
 #: bisection stops when the bracket is this narrow (eV) without finding a gap
 FERMI_TOLERANCE = 1.0e-6
@@ -200,11 +217,58 @@ def _set_default_options(prefix: str, defaults: dict) -> None:
             options.setValue(prefix + key, value)
 
 
-def check_overlap(counter: InertiaCounter, floor: float = OVERLAP_EIGENVALUE_FLOOR) -> None:
+@dataclass(frozen=True)
+class OverlapCheck:
+    """What the overlap check found.
+
+    Attributes:
+        smallest: Krylov estimate of S's smallest eigenvalue (NaN if it did not converge).
+        factorizations: 0 when the estimate settled the check, 1 when the exact count of
+            eigenvalues below the floor was needed.
+    """
+
+    smallest: float
+    factorizations: int
+
+
+def smallest_eigenvalue(matrix) -> float:
+    """Krylov–Schur estimate of the smallest eigenvalue of a symmetric PETSc matrix from
+    products with it alone (no factorisation); NaN if it does not converge.
+
+    A Ritz value never lies below the smallest eigenvalue, and the converged one has an
+    eigenvalue within its residual; a start vector orthogonal to the lowest eigenvector,
+    the one way to miss it, is not met with SLEPc's random start in practice.
+    """
+    from slepc4py import SLEPc
+
+    eps = SLEPc.EPS().create(matrix.getComm())
+    try:
+        eps.setOptionsPrefix(OVERLAP_PREFIX)
+        eps.setOperators(matrix)
+        eps.setProblemType(SLEPc.EPS.ProblemType.HEP)
+        eps.setWhichEigenpairs(SLEPc.EPS.Which.SMALLEST_REAL)
+        eps.setDimensions(1, min(ESTIMATE_NCV, matrix.getSize()[0]))
+        eps.setTolerances(ESTIMATE_TOLERANCE, ESTIMATE_MAX_RESTARTS)
+        eps.setFromOptions()
+        eps.solve()
+        if eps.getConverged() < 1:
+            return float("nan")
+        return float(eps.getEigenvalue(0).real)
+    finally:
+        eps.destroy()
+
+
+def check_overlap(counter: InertiaCounter, floor: float = OVERLAP_EIGENVALUE_FLOOR
+                  ) -> OverlapCheck:
     """Raise FermiError if S has eigenvalues below ``floor`` (near-linear dependence).
 
-    The count of eigenvalues of S below ``floor`` is the inertia of ``S - floor * I``.
+    The Krylov estimate of the smallest eigenvalue settles it when it lies far above the
+    floor; otherwise the count of eigenvalues below ``floor``, the inertia of
+    ``S - floor * I``, does.
     """
+    smallest = smallest_eigenvalue(counter.overlap)
+    if smallest > ESTIMATE_MARGIN * floor:  # False for NaN
+        return OverlapCheck(smallest, 0)
     negative, zero, _ = counter.inertia_of(counter.overlap, floor, definite=True)
     if negative + zero:
         raise FermiError(
@@ -212,6 +276,7 @@ def check_overlap(counter: InertiaCounter, floor: float = OVERLAP_EIGENVALUE_FLO
             f"{floor:g} (basis functions nearly linearly dependent: atoms too close, or a basis "
             "too diffuse for this structure); check the geometry or use a less diffuse basis"
         )
+    return OverlapCheck(smallest, 1)
 
 
 def occupied_states(n_electrons: int, n_orbitals: int) -> int:

@@ -26,6 +26,7 @@ from .fermi import (
     FERMI_TOLERANCE,
     OVERLAP_EIGENVALUE_FLOOR,
     InertiaCounter,
+    OverlapCheck,
     check_overlap,
     occupied_states,
 )
@@ -97,6 +98,7 @@ class Inference:
     n_occupied: int
     fermi: NearFermi | None = None
     states: Eigenstates | None = None
+    overlap_check: OverlapCheck | None = None
     stages: StageLog = field(default_factory=StageLog)
 
     @property
@@ -261,12 +263,12 @@ def run_inference(
     result = Inference(name, parts, halo, pairs, pattern, h_blocks, s_blocks, hamiltonian, overlap,
                        tuple(asymmetry), n_electrons, n_occupied, stages=stages)
     if options.solve:
-        starting("fermi", f"LDLᵀ of S - {options.overlap_floor:g} I (overlap check), "
-                 f"then E_F for {n_occupied} occupied states ({options.fermi_method})")
+        starting("fermi", f"overlap check (S's smallest eigenvalue against "
+                 f"{options.overlap_floor:g}), then E_F for {n_occupied} occupied states ({options.fermi_method})")
         with stages.stage("fermi"):
             counter = InertiaCounter(hamiltonian, overlap)
             try:
-                check_overlap(counter, options.overlap_floor)
+                result.overlap_check = check_overlap(counter, options.overlap_floor)
                 counter.release()  # S's factor must not stay beside the first H - σS factor
                 result.fermi, result.states = near_fermi(
                     hamiltonian, overlap, counter, n_occupied, options.nev, options.fermi_guess,
@@ -301,7 +303,7 @@ def write(
 
 def _header(result: Inference, atoms: Atoms, model: BlockPredictor,
             options: InferenceOptions) -> dict:
-    states, fermi = result.states, result.fermi
+    states, fermi, check = result.states, result.fermi, result.overlap_check
     nan = float("nan")
     scalars = {
         "fermi_level": result.fermi_level,
@@ -314,7 +316,8 @@ def _header(result: Inference, atoms: Atoms, model: BlockPredictor,
         "level_states": fermi.level_states if fermi else 0,
         "level_filled": fermi.level_filled if fermi else 0,
         "factorizations": fermi.factorizations if fermi else 0,
-        "overlap_factorizations": 1 if fermi else 0,
+        "overlap_factorizations": check.factorizations if check else 0,
+        "overlap_smallest_eigenvalue": check.smallest if check else nan,
         "homo": fermi.homo if fermi else nan,
         "lumo": fermi.lumo if fermi else nan,
         "gap": fermi.gap if fermi else nan,

@@ -60,6 +60,16 @@ def test_slepc_eigenvalues_near_fermi_level_match_dense(cli_run):
 
 @pytest.mark.mpi
 @pytest.mark.slow
+def test_overlap_check_by_krylov_estimate_needs_no_factorisation(cli_run):
+    run, results, _, s, _ = cli_run
+    smallest = np.linalg.eigvalsh(0.5 * (s + s.T))[0]
+    assert abs(results.attrs["overlap_smallest_eigenvalue"] - smallest) <= 1e-3 * smallest
+    assert results.attrs["overlap_factorizations"] == 0
+    assert "0 factorisation(s) of S" in run.stdout
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
 def test_eigenvectors_in_original_order(cli_run):
     _, results, h, s, _ = cli_run
     vectors = results.eigenvectors()  # [NEV, n_orbitals]
@@ -97,19 +107,27 @@ def test_fermi_bisection_on_known_spectrum(n_occupied, gapped):
 
 
 def test_overlap_floor_against_numpy_smallest_eigenvalue():
+    """Near the floor the exact count decides; far above it the Krylov estimate does."""
     from pyscf import gto
 
-    from ehpc.infer.fermi import FermiError, InertiaCounter, check_overlap
+    from ehpc.infer.fermi import ESTIMATE_MARGIN, FermiError, InertiaCounter, check_overlap
 
     mol = gto.M(atom="He 0 0 0; He 0 0 0.55; He 0 0.6 0.3", basis="aug-cc-pvdz",
                 unit="Angstrom", verbose=0)
     s = mol.intor("int1e_ovlp")
     smallest = np.linalg.eigvalsh(s)[0]
     counter = InertiaCounter(petsc_dense(np.diag(np.arange(len(s), dtype=float))), petsc_dense(s))
-    check_overlap(counter, floor=0.5 * smallest)
-    with pytest.raises(FermiError, match="near-singular"):
-        check_overlap(counter, floor=2.0 * smallest)
-    counter.destroy()
+    try:
+        near = check_overlap(counter, floor=0.5 * smallest)
+        assert near.factorizations == 1
+        far = check_overlap(counter, floor=0.5 * smallest / ESTIMATE_MARGIN)
+        assert far.factorizations == 0
+        for found in (near, far):
+            assert abs(found.smallest - smallest) <= 1e-3 * smallest
+        with pytest.raises(FermiError, match="near-singular"):
+            check_overlap(counter, floor=2.0 * smallest)
+    finally:
+        counter.destroy()
 
 
 @pytest.mark.parametrize("lattice, singular", [(1.8, True), (3.0, False)])
