@@ -8,6 +8,13 @@ given model fixed (``ehpc.train.readout_fit``, what ``train.readout_fit: true`` 
 training). Printed: H MAE per split before and after, and on the first held-out
 structure the MAE and mean block size per distance shell, which shows where a model's
 error sits. Score the bands of ``--out`` with ``ehpc-evaluate`` as usual.
+
+With ``--kpoints N`` the fit also matches H(k) in an S-orthonormal basis at N k-points
+(``train.readout_kpoints``), once per weight of ``--weights``; printed per weight: H MAE
+per split, the eigenvalue MAE of each held-out split at the same k-points (the bands of
+its label's blocks, in the band loss's ±2 eV window), and with ``--bands`` (an
+``ehpc-evaluate`` ``bands.json`` and its cell) the model's band path against the true SCF
+bands stored there. ``--out`` then holds the last weight's readout.
 """
 
 from __future__ import annotations
@@ -26,7 +33,15 @@ from ehpc.io.splits import read_splits
 from ehpc.nn.data import pair_lengths, record_to_graph
 from ehpc.nn.fit import evaluate
 from ehpc.nn.model import HamiltonianModel
-from ehpc.train.readout_fit import RIDGE, fit_readout
+from ehpc.nn.data import collate
+from ehpc.train.loss import band_eigenvalues, band_target
+from ehpc.train.readout_fit import (
+    ORTHONORMAL_WEIGHTS,
+    RIDGE,
+    fit_readout,
+    normal_equations,
+    solve_readout,
+)
 
 #: distance shells (Å) of the per-shell table; 0 to 0.1 is on-site
 SHELLS = (0.0, 0.1, 2.5, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 12.0)
@@ -53,6 +68,63 @@ def shell_errors(model: HamiltonianModel, record) -> list[dict]:
     return rows
 
 
+def band_scan(model: HamiltonianModel, splits: dict, kpoints: int, weights, bands_json,
+              ridge: float) -> list[dict]:
+    """Solve the readout with the orthonormal-basis term at each weight and score it."""
+    def graph_and_target(record):
+        graph = record_to_graph(record, model.cutoff, model.elements, model.basis)
+        return (collate([graph]).to("cpu", model.dtype),
+                band_target(record, graph, model.basis, kpoints, 2.0, 4))
+
+    start = time.perf_counter()
+    train = [graph_and_target(r) for r in splits["train"]]
+    elements, orthonormal = normal_equations(model, [(g, [t]) for g, t in train], 1.0)
+    print(f"normal equations at {kpoints} k-points: {time.perf_counter() - start:.0f} s, "
+          f"{torch.get_num_threads()} thread(s)")
+    held = {k: [graph_and_target(r) for r in v] for k, v in splits.items() if k != "train"}
+    path = None
+    if bands_json:
+        import ase.io
+
+        from ehpc.analysis.bands import bands_with_exact_overlap, exact_overlap
+
+        stored = json.loads(bands_json.read_text())
+        atoms = ase.io.read(bands_json.parent.parent / "band_cell.extxyz")
+        path = (stored, atoms, exact_overlap(atoms, model.basis))
+    rows = []
+    for weight in weights:
+        solve_readout(model, elements, orthonormal, weight, ridge)
+        row = {"weight": weight,
+               "H_mae_meV": {k: evaluate(model, v)["mae_eV"] * 1e3 for k, v in splits.items()},
+               "band_mae_meV": {}}
+        with torch.no_grad():
+            for split, items in held.items():
+                diffs = [(band_eigenvalues(model(g), t) - t.reference)[t.select] for g, t in items]
+                row["band_mae_meV"][split] = float(torch.cat(diffs).abs().mean()) * 1e3
+        if path is not None:
+            stored, atoms, overlap = path
+            truth = np.asarray(stored["dft_eV"])
+            pairs, flat = model.predict(atoms.numbers, atoms.positions, np.asarray(atoms.cell[:]),
+                                        atoms.pbc)
+            bands = bands_with_exact_overlap(pairs, flat, atoms, model.basis,
+                                             np.asarray(stored["kpts_frac"]), overlap=overlap)
+            window = np.abs(truth - stored["fermi_level_dft_eV"]) <= 2.0
+            n_occ = model.basis.n_electrons(atoms.numbers) // 2
+            row["path_mae_meV"] = float(np.abs(bands - truth)[window].mean()) * 1e3
+            row["path_max_meV"] = float(np.abs(bands - truth)[window].max()) * 1e3
+            row["path_gap_eV"] = float(bands[:, n_occ].min() - bands[:, n_occ - 1].max())
+            row["true_gap_eV"] = float(truth[:, n_occ].min() - truth[:, n_occ - 1].max())
+        rows.append(row)
+        text = (f"  weight {weight:<8g} H MAE " + " ".join(
+            f"{k} {v:.2f}" for k, v in row["H_mae_meV"].items()) + " | eigenvalue MAE at "
+            f"{kpoints} k " + " ".join(f"{k} {v:.1f}" for k, v in row["band_mae_meV"].items()))
+        if "path_gap_eV" in row:
+            text += (f" | path MAE {row['path_mae_meV']:.1f} max {row['path_max_meV']:.0f}, "
+                     f"gap {row['path_gap_eV']:.3f} (SCF {row['true_gap_eV']:.3f}) eV")
+        print(text + " (meV)", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
@@ -60,9 +132,17 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the refitted model file")
     parser.add_argument("--json", type=Path, help="append the record to this JSON list")
     parser.add_argument("--ridge", type=float, default=RIDGE)
+    parser.add_argument("--kpoints", type=int, default=0,
+                        help="also fit H(k) in an S-orthonormal basis at this many k-points")
+    parser.add_argument("--weights", type=float, nargs="+", default=list(ORTHONORMAL_WEIGHTS),
+                        help="weights of that term to scan (with --kpoints)")
+    parser.add_argument("--bands", type=Path,
+                        help="an ehpc-evaluate bands.json (its run's band_cell.extxyz beside "
+                        "its folder) to score the band path against the true SCF")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     model = HamiltonianModel.load(args.model).to(torch.float64)
     dataset = Dataset(args.dataset)
     records = {r.name: r for r in dataset}
@@ -73,6 +153,19 @@ def main(argv=None) -> int:
         return {"H_mae_meV": {k: evaluate(model, v)["mae_eV"] * 1e3 for k, v in splits.items()},
                 "shells": shell_errors(model, held_out)}
 
+    if args.kpoints:
+        rows = band_scan(model, splits, args.kpoints, args.weights, args.bands, args.ridge)
+        model.to(torch.float32).save(args.out)
+        if args.json:
+            from bench_mumps import git_commit
+
+            old = json.loads(args.json.read_text()) if args.json.exists() else []
+            old.append({"model": str(args.model), "dataset": str(args.dataset),
+                        "kpoints": args.kpoints, "ridge": args.ridge, "scan": rows,
+                        "commit": git_commit()})
+            args.json.write_text(json.dumps(old, indent=1) + "\n")
+        return 0
+
     before = scores()
     start = time.perf_counter()
     graphs = [record_to_graph(r, model.cutoff, model.elements, model.basis).to("cpu", model.dtype)
@@ -82,7 +175,7 @@ def main(argv=None) -> int:
     after = scores()
     model.to(torch.float32).save(args.out)
 
-    print(f"readout least squares in {seconds:.1f} s (one thread), ridge {args.ridge:g}")
+    print(f"readout least squares in {seconds:.1f} s ({args.threads} thread(s)), ridge {args.ridge:g}")
     for split in before["H_mae_meV"]:
         print(f"  {split:6s} H MAE {before['H_mae_meV'][split]:8.2f} -> "
               f"{after['H_mae_meV'][split]:8.2f} meV")

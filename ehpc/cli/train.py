@@ -389,10 +389,14 @@ def _refit_readout(trainer, model, out: Path, dist) -> None:
     model.load_state_dict(exported.state_dict())  # every rank: the weights model.pt holds
     fit = trainer.refit_readout()
     before, after = fit["before"], fit["after"]
+    bands = ""
+    if "weight" in fit:
+        bands = (" H(k) weight %g: validation eigenvalue MAE %.1f -> %.1f meV at %d k-points;"
+                 % (fit["weight"], *fit["band_mae_meV"], trainer.tc.readout_kpoints))
     log.info("readout least squares (%.0f s): validation H MAE %.2f -> %.2f meV, loss %.6g -> "
-             "%.6g; %s", fit["seconds"], before["val_mae_eV"] * 1e3, after["val_mae_eV"] * 1e3,
-             before["val_loss"], after["val_loss"],
-             f"model.pt now holds it" if fit["kept"] else "not kept (model.pt unchanged)")
+             "%.6g;%s %s", fit["seconds"], before["val_mae_eV"] * 1e3, after["val_mae_eV"] * 1e3,
+             before["val_loss"], after["val_loss"], bands,
+             "model.pt now holds it" if fit["kept"] else "not kept (model.pt unchanged)")
     if fit["kept"] and dist.is_main:
         with replacing(out / "model.pt") as tmp:
             model.save(tmp)

@@ -73,7 +73,7 @@ class NearFermi:
         bracket: ``(homo, lumo)``: E_F lies in it.
         method: ``"window"``, ``"bisection"`` or ``"window+bisection"`` (fallback).
         factorizations: LDLᵀ factorisations of ``H - σ S`` (bisection and solve included;
-            the overlap check's factorisation of S is not one of them).
+            the overlap check's, of S when it needs one, is not one of them).
         shifts: every σ factorised for a window, in order (eV).
     """
 

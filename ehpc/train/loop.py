@@ -60,10 +60,16 @@ from .config import Config, ConfigError
 from .data import Structures
 from .distributed import DistInfo, all_reduce
 from .ema import ExponentialMovingAverage
-from .loss import Loss, entry_weights
+from .loss import BandTarget, Loss, band_eigenvalues, band_target, entry_weights
 from .metrics import ErrorSums, validation_row
 from .optim import LBFGS_HISTORY, LBFGS_ITERATIONS, LevenbergMarquardt
-from .readout_fit import fit_readout, readout_weights
+from .readout_fit import (
+    ORTHONORMAL_WEIGHTS,
+    NormalEquations,
+    normal_equations,
+    readout_weights,
+    solve_readout,
+)
 from .schedule import LRSchedule
 
 log = logging.getLogger("ehpc.train")
@@ -397,30 +403,86 @@ class Trainer:
 
     def refit_readout(self) -> dict:
         """``train.readout_fit``: solve the model's readout by least squares on the training
-        split (:mod:`ehpc.train.readout_fit`), features as they are; the new readout is
-        kept only if it lowers the validation loss.  Every rank must call it.
+        split (:mod:`ehpc.train.readout_fit`), features as they are.  Every rank must call it.
+
+        Without ``train.readout_kpoints`` the fit is to the matrix elements and is kept
+        only if it lowers the validation loss.  With them, H(k) in an S-orthonormal basis
+        at those k-points joins the fit; its weight is the one of
+        :data:`ORTHONORMAL_WEIGHTS` whose readout gives the validation split the smallest
+        eigenvalue error at the same k-points, and the result is kept only if that error
+        drops.
 
         Returns:
-            ``before`` and ``after`` validation rows, ``kept``, and ``seconds``.
+            ``before`` and ``after`` validation rows, ``kept``, ``seconds``, and with
+            k-points ``weight`` (the chosen one) and ``band_mae_meV`` (before, after).
         """
         start = time.perf_counter()
         model = self.module
+        kpoints = self.tc.readout_kpoints if self.data.val_names else 0
         before = self.validate(averaged=False)
         saved = [w.detach().clone() for w in readout_weights(model)]
-        names = self.data.train_names[self.dist.rank :: self.dist.world_size]
         was_training = model.training
         model.eval()
-        fit_readout(model, (self._batch([n])[0] for n in names), self.tc.diag_weight,
-                    all_reduce if self.dist.is_distributed else None)
+        if kpoints:
+            val = [(n, self._readout_target(n, kpoints)) for n in
+                   (self.data.val_names[i] for i in validation_shard(
+                       len(self.data.val_names), self.dist.rank, self.dist.world_size))]
+            band_before = self._band_error(val)
+        names = self.data.train_names[self.dist.rank :: self.dist.world_size]
+        batches = ((self._batch([n])[0], [self._readout_target(n, kpoints)] if kpoints else None)
+                   for n in names)
+        elements, orthonormal = normal_equations(model, batches, self.tc.diag_weight)
+        if self.dist.is_distributed:
+            elements.reduce(all_reduce)
+            if kpoints:
+                orthonormal = orthonormal or NormalEquations.zeros(len(elements.rhs),
+                                                                   model.device)
+                orthonormal.reduce(all_reduce)
+        extra = {}
+        if kpoints:
+            errors = {}
+            for weight in ORTHONORMAL_WEIGHTS:
+                solve_readout(model, elements, orthonormal, weight)
+                errors[weight] = self._band_error(val)
+            chosen = min(errors, key=errors.get)  # among equal errors the lightest weight
+            solve_readout(model, elements, orthonormal, chosen)
+            extra = {"weight": chosen, "band_mae_meV": (band_before, errors[chosen])}
+        else:
+            solve_readout(model, elements)
         model.train(was_training)
         after = self.validate(averaged=False)
-        kept = after["val_loss"] < before["val_loss"]
+        if kpoints:
+            kept = errors[chosen] < band_before
+        else:
+            kept = after["val_loss"] < before["val_loss"]
         if not kept:
             with torch.no_grad():
                 for w, s in zip(readout_weights(model), saved):
                     w.copy_(s)
         return {"before": before, "after": after, "kept": kept,
-                "seconds": time.perf_counter() - start}
+                "seconds": time.perf_counter() - start, **extra}
+
+    def _readout_target(self, name: str, kpoints: int) -> BandTarget:
+        """The band target of ``name`` at ``kpoints`` k-points, for the readout fit (not the
+        band loss's cached one, whose k-points are ``train.band_kpoints``)."""
+        m, tc = self.module, self.tc
+        graph = self.data.graph(name, m.cutoff, m.elements, m.basis)
+        return band_target(self.data.record(name), graph, m.basis, kpoints, tc.band_window,
+                           tc.band_virtual).to(self.device)
+
+    @torch.no_grad()
+    def _band_error(self, targets: list[tuple[str, BandTarget]]) -> float:
+        """Mean absolute eigenvalue error (meV) of the model as it is over ``(name,
+        target)`` pairs, this rank's share of the validation split (exact over ranks)."""
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for name, target in targets:
+            graph, _ = self._batch([name])
+            diff = (band_eigenvalues(self.module(graph), target) - target.reference)[
+                target.select]
+            total += torch.stack([diff.abs().sum(), diff.new_tensor(float(diff.numel()))])
+        if self.dist.is_distributed:
+            all_reduce(total)
+        return float(total[0] / total[1].clamp_min(1.0)) * EV_TO_MEV
 
     # ------------------------------------------------------------------ checkpoints
 

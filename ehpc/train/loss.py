@@ -147,13 +147,23 @@ def _dense(flat: torch.Tensor, index: torch.Tensor, cos: torch.Tensor,
         imag = flat.new_zeros(n_k * n * n).index_add_(0, where, (sin * flat).reshape(-1))
         matrix = torch.complex(matrix, imag.reshape(n_k, n, n))
     # the blocks hold both directions of every pair, so this only removes round-off
+    return hermitian_part(matrix)
+
+
+def hermitian_part(matrix: torch.Tensor) -> torch.Tensor:
+    """``(M + Mᴴ) / 2`` over the last two axes."""
     return 0.5 * (matrix + matrix.transpose(-1, -2).conj())
+
+
+def orthonormal_basis(h: torch.Tensor, l_inv: torch.Tensor) -> torch.Tensor:
+    """``L^-1 H L^-H`` (``S = L L^H``): H in an S-orthonormal basis, whose eigenvalues
+    are those of ``H c = ε S c``.                                     # [..., n, n]"""
+    return l_inv @ h @ l_inv.transpose(-1, -2).conj()
 
 
 def _eigenvalues(h: torch.Tensor, l_inv: torch.Tensor) -> torch.Tensor:
     """Eigenvalues of ``H c = ε S c`` via ``L^-1 H L^-H`` (``S = L L^H``).   # [n_k, n]"""
-    a = l_inv @ h @ l_inv.transpose(-1, -2).conj()  # [n_k, n, n]
-    return torch.linalg.eigvalsh(0.5 * (a + a.transpose(-1, -2).conj()))
+    return torch.linalg.eigvalsh(hermitian_part(orthonormal_basis(h, l_inv)))
 
 
 def band_target(record: HamiltonianRecord, graph, basis, n_kpoints: int, window: float,

@@ -16,20 +16,63 @@ pass; the normal equations ``(JᵀWJ + λ I) w = JᵀW (y - c)`` are summed over
 and ranks, so every rank solves the same system.  ``W`` is the loss's entry weight
 (``train.diag_weight`` on on-site blocks); ``λ`` is :data:`RIDGE` times the mean of the
 diagonal of ``JᵀWJ``.
+
+With ``train.readout_kpoints`` the fit also matches the Hamiltonian where the bands are
+made: ``H(k)`` in an S-orthonormal basis, ``L^-1 H(k) L^-H`` with ``S(k) = L L^H`` (the
+label's S), at that many k-points of each training structure.  A matrix-element error
+moves an eigenvalue by at most the spectral norm of its image in that basis (Weyl), and
+where S(k) is nearly singular (diffuse d functions in silicon, min eig S(k) ≈ 0.008 near
+X) that image is ~100 times the error itself: a few meV in H become spurious bands eV
+inside the gap.  That term is linear in the readout weights too, so the normal equations
+just gain a second part, ``Σ_k Re(A_kᴴ A_k)``, with ``A_k`` the orthonormal-basis image of
+each design column.  Its weight relative to the matrix elements is chosen from
+:data:`ORTHONORMAL_WEIGHTS` by the validation split's eigenvalue error at the same
+k-points (:meth:`ehpc.train.loop.Trainer.refit_readout`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 
 from ..nn.model import BlockReadout, HamiltonianModel
-from .loss import entry_weights
+from .loss import BandTarget, entry_weights, hermitian_part, orthonormal_basis
 
 #: ridge λ relative to the mean diagonal of JᵀWJ; on the default silicon data 1e-8, 1e-6
 #: and 1e-4 gave 10.7, 11.0 and 13.1 meV held-out H MAE
 RIDGE = 1.0e-8
+
+#: weights of the orthonormal-basis H(k) term (per element of L^-1 H(k) L^-H, relative
+#: to the matrix-element term per entry) among which validation chooses; on the default
+#: silicon data 1e-3 moved the band-path gap from -2.09 to 0.50 eV (SCF 0.597), and
+#: weights of 1e-2 and above gave worse bands again (docs/BENCHMARKS.md)
+ORTHONORMAL_WEIGHTS = (0.0, 1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2)
+
+#: bytes of the Bloch sums one sparse product may give (k-points are grouped to fit)
+CHUNK_BYTES = 2**28
+
+
+@dataclass
+class NormalEquations:
+    """One least-squares term ``|J w - y|²`` as ``(JᵀJ, Jᵀy)`` and its row count."""
+
+    gram: torch.Tensor  # [n_w, n_w]
+    rhs: torch.Tensor  # [n_w]
+    count: torch.Tensor  # [] rows (or the weight total)
+
+    @classmethod
+    def zeros(cls, n_w: int, device) -> NormalEquations:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        return cls(torch.zeros(n_w, n_w, dtype=torch.float64, device=device),
+                   torch.zeros(n_w, dtype=torch.float64, device=device), zero)
+
+    def reduce(self, reduce: Callable[[torch.Tensor], None]) -> None:
+        """Sum over ranks in place."""
+        for tensor in (self.gram, self.rhs, self.count):
+            reduce(tensor)
 
 
 def readout_weights(model: HamiltonianModel) -> list[torch.nn.Parameter]:
@@ -37,49 +80,122 @@ def readout_weights(model: HamiltonianModel) -> list[torch.nn.Parameter]:
     return [m.linear.weight for m in model.modules() if isinstance(m, BlockReadout)]
 
 
+def _design(model: HamiltonianModel, graph) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(J, c)``: the prediction is ``J w + c`` in the readout weights w (all zeroed here;
+    the caller restores them).                                  # [n_entries, n_w], [n_entries]"""
+    weights = readout_weights(model)
+    flat = [w.view(-1) for w in weights]
+    encoded = model.encode(graph)
+    for w in weights:
+        w.zero_()
+    constant = model.readout(graph, *encoded).to(torch.float64)  # [n_entries]
+    columns = torch.empty(len(constant), sum(len(f) for f in flat), dtype=torch.float64,
+                          device=constant.device)
+    k = 0
+    for f in flat:
+        for i in range(len(f)):
+            f[i] = 1.0
+            columns[:, k] = model.readout(graph, *encoded).to(torch.float64) - constant
+            f[i] = 0.0
+            k += 1
+    return columns, constant
+
+
+def _bloch_operator(target: BandTarget, ks: range) -> torch.Tensor:
+    """Sparse ``[len(ks) * 2 * n², n_entries]`` map from flat blocks to the real and
+    imaginary parts of the dense Bloch sums at k-points ``ks``."""
+    n_entries, n2 = len(target.index), target.n_orbitals**2
+    entries = torch.arange(n_entries, device=target.index.device)
+    rows, cols, values = [], [], []
+    for slot, k in enumerate(ks):
+        parts = [target.cos[k]] if target.sin is None else [target.cos[k], target.sin[k]]
+        for part, phase in enumerate(parts):
+            rows.append((2 * slot + part) * n2 + target.index)
+            cols.append(entries)
+            values.append(phase)
+    indices = torch.stack([torch.cat(rows), torch.cat(cols)])
+    with warnings.catch_warnings():  # torch calls its sparse CSR support beta
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_coo_tensor(indices, torch.cat(values),
+                                       (2 * len(ks) * n2, n_entries)).to_sparse_csr()
+
+
+def _add_orthonormal(equations: NormalEquations, columns: torch.Tensor, residual: torch.Tensor,
+                     target: BandTarget) -> None:
+    """Add ``Σ_k |L^-1 (Bloch_k(J w) - Bloch_k(y)) L^-H|²`` of one structure.
+
+    The Bloch sums of every design column at a group of k-points (``CHUNK_BYTES`` of
+    them) come from one sparse product, so the design matrix is read once per group
+    rather than once per k-point.
+    """
+    n = target.n_orbitals
+    both = torch.cat([columns, residual[:, None]], dim=1)  # [n_entries, n_w + 1]
+    chunk = max(1, CHUNK_BYTES // (16 * n * n * both.shape[1]))
+    for first in range(0, len(target.kpts), chunk):
+        ks = range(first, min(first + chunk, len(target.kpts)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            sums = (_bloch_operator(target, ks) @ both).reshape(len(ks), 2, n, n, -1)
+        bloch = sums[:, 0] if target.sin is None else torch.complex(sums[:, 0], sums[:, 1])
+        matrices = hermitian_part(bloch.permute(0, 3, 1, 2))  # [n_ks, n_w + 1, n, n]
+        images = orthonormal_basis(matrices, target.l_inv[first : first + len(ks), None])
+        images = images.reshape(len(ks), -1, n * n)  # [n_ks, n_w + 1, n²]
+        a, b = images[:, :-1], images[:, -1:]
+        equations.gram += (a.conj() @ a.transpose(1, 2)).real.sum(0)
+        equations.rhs += (a.conj() @ b.transpose(1, 2)).real.sum(0)[:, 0]
+        equations.count += len(ks) * n * n
+
+
 @torch.no_grad()
-def normal_equations(model: HamiltonianModel, graphs: Iterable, diag_weight: float
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(JᵀWJ, JᵀW(y - c))`` of the readout weights over ``graphs``, in float64.
+def normal_equations(model: HamiltonianModel, batches: Iterable, diag_weight: float
+                     ) -> tuple[NormalEquations, NormalEquations | None]:
+    """The matrix-element and orthonormal-basis terms of the readout weights, in float64.
 
     Args:
         model: the network, features frozen (its readout weights are restored after).
-        graphs: collated training graphs on the model's device, with targets.
+        batches: ``(graph, targets)`` per training structure: a collated graph on the
+            model's device with its blocks as target, and a one-element list with its
+            :class:`BandTarget` for the orthonormal-basis term, or None without it.
         diag_weight: loss weight of on-site entries.
+
+    Returns:
+        The matrix-element term (rows weighted by the loss's entry weights) and the
+        orthonormal-basis term (None when no batch had targets).
     """
     weights = readout_weights(model)
     saved = [w.detach().clone() for w in weights]
-    flat = [w.view(-1) for w in weights]
-    n_w = sum(len(f) for f in flat)
-    gram = torch.zeros(n_w, n_w, dtype=torch.float64, device=model.device)
-    rhs = torch.zeros(n_w, dtype=torch.float64, device=model.device)
+    n_w = sum(w.numel() for w in weights)
+    elements = NormalEquations.zeros(n_w, model.device)
+    orthonormal = None
     try:
-        for graph in graphs:
-            encoded = model.encode(graph)
-            for w in weights:
-                w.zero_()
-            constant = model.readout(graph, *encoded).to(torch.float64)  # [n_entries]
-            columns = torch.empty(len(constant), n_w, dtype=torch.float64, device=model.device)
-            k = 0
-            for f in flat:
-                for i in range(len(f)):
-                    f[i] = 1.0
-                    columns[:, k] = model.readout(graph, *encoded).to(torch.float64) - constant
-                    f[i] = 0.0
-                    k += 1
-            weight = entry_weights(graph, diag_weight).to(torch.float64)[:, None]  # [n, 1]
-            gram += columns.T @ (weight * columns)
-            rhs += columns.T @ (weight[:, 0] * (graph.target.to(torch.float64) - constant))
+        for graph, targets in batches:
+            columns, constant = _design(model, graph)
+            residual = graph.target.to(torch.float64) - constant  # [n_entries]
+            weight = entry_weights(graph, diag_weight).to(torch.float64)  # [n_entries]
+            elements.gram += columns.T @ (weight[:, None] * columns)
+            elements.rhs += columns.T @ (weight * residual)
+            elements.count += weight.sum()
+            for target in targets or ():
+                if orthonormal is None:
+                    orthonormal = NormalEquations.zeros(n_w, model.device)
+                _add_orthonormal(orthonormal, columns, residual, target.to(model.device))
     finally:
         for w, s in zip(weights, saved):
             w.copy_(s)
-    return gram, rhs
+    return elements, orthonormal
 
 
 @torch.no_grad()
-def solve_readout(model: HamiltonianModel, gram: torch.Tensor, rhs: torch.Tensor,
+def solve_readout(model: HamiltonianModel, elements: NormalEquations,
+                  orthonormal: NormalEquations | None = None, weight: float = 0.0,
                   ridge: float = RIDGE) -> None:
-    """Set the readout weights to the ridge solution of the normal equations."""
+    """Set the readout weights to the ridge solution of
+    ``|J w - y|²_W / W + weight * |A w - b|² / N`` (each term per row)."""
+    gram = elements.gram / elements.count
+    rhs = elements.rhs / elements.count
+    if orthonormal is not None and weight > 0:
+        gram = gram + weight * orthonormal.gram / orthonormal.count
+        rhs = rhs + weight * orthonormal.rhs / orthonormal.count
     n_w = len(rhs)
     damping = ridge * float(gram.diagonal().mean())
     solution = torch.linalg.solve(gram + damping * torch.eye(n_w, dtype=gram.dtype,
@@ -93,13 +209,13 @@ def solve_readout(model: HamiltonianModel, gram: torch.Tensor, rhs: torch.Tensor
 def fit_readout(model: HamiltonianModel, graphs: Iterable, diag_weight: float,
                 reduce: Callable[[torch.Tensor], None] | None = None,
                 ridge: float = RIDGE) -> None:
-    """Solve the readout of ``model`` by least squares on ``graphs`` (this rank's share).
+    """Solve the readout of ``model`` by least squares on the matrix elements of
+    ``graphs`` (this rank's share).
 
     Args:
         reduce: in-place sum over ranks (``all_reduce``); None in one process.
     """
-    gram, rhs = normal_equations(model, graphs, diag_weight)
+    elements, _ = normal_equations(model, ((g, None) for g in graphs), diag_weight)
     if reduce is not None:
-        reduce(gram)
-        reduce(rhs)
-    solve_readout(model, gram, rhs, ridge)
+        elements.reduce(reduce)
+    solve_readout(model, elements, ridge=ridge)

@@ -174,3 +174,68 @@ def test_band_kpoints_refine_the_scf_mesh_when_asked_for_more(crystal):
     np.testing.assert_allclose(on_finer_mesh, np.round(on_finer_mesh), atol=1e-9)
     assert {tuple(k) for k in np.round(scf, 9)} <= {tuple(k) for k in np.round(finer, 9)}
     assert np.isclose(np.abs(finer - np.round(finer)), 0.5).any()  # the zone edge
+
+
+@pytest.mark.parametrize("which", ["molecule", "crystal"])
+def test_readout_fit_with_the_orthonormal_term_is_stationary(which, records, crystal):
+    """``train.readout_kpoints``: the solved readout minimises matrix-element error per
+    entry plus ``weight`` times the error of ``L^-1 H(k) L^-H`` per element, the objective
+    rebuilt here from the model's own predictions with numpy Bloch sums and scipy's
+    Cholesky factor (quadratic in the readout: a central difference is its gradient)."""
+    from ehpc.train.readout_fit import normal_equations, readout_weights, solve_readout
+
+    if which == "molecule":
+        record, basis, elements, kpts = records["water_0"], BASIS, [1, 8], np.zeros((1, 3))
+    else:
+        record, basis, elements, kpts = crystal, CRYSTAL_BASIS, [1], band_kpoints(crystal, 8)
+    assert which == "molecule" or np.count_nonzero(kpts.any(axis=1)) == 7  # complex H(k)
+    torch.manual_seed(0)
+    model = HamiltonianModel(basis, elements, cutoff=MODEL_CUTOFF, n_layers=1, channels=4,
+                             n_radial=4, radial_hidden=8).to(torch.float64)
+    model.set_statistics([record])
+    graph = record_to_graph(record, MODEL_CUTOFF, elements, basis).to("cpu", torch.float64)
+    target = band_target(record, graph, basis, len(kpts), CRYSTAL_WINDOW, 2)
+    nao = basis.nao_per_atom(record.numbers)
+    pairs, dft = np.asarray(graph.pairs), graph.target.numpy()
+    factors = [scipy.linalg.cholesky(bloch_sum(record.atom_pairs, record.overlap, nao, k),
+                                     lower=True) for k in kpts]
+    weight = 0.3
+
+    def objective() -> float:
+        with torch.no_grad():
+            error = model(graph).numpy() - dft
+        total = 0.0
+        for k, factor in zip(kpts, factors):
+            e_k = bloch_sum(pairs, error, nao, k)
+            image = scipy.linalg.solve_triangular(
+                factor, scipy.linalg.solve_triangular(factor, e_k, lower=True).conj().T,
+                lower=True)  # L^-1 E L^-H (E Hermitian)
+            total += np.sum(np.abs(image) ** 2) / image.size / len(kpts)
+        return float(np.mean(error**2)) + weight * total
+
+    flat = torch.cat([w.detach().reshape(-1) for w in readout_weights(model)])
+    directions = torch.randn(5, len(flat), dtype=torch.float64)
+
+    def slopes(centre: torch.Tensor, step: float = 1e-3) -> np.ndarray:
+        out = []
+        for d in directions:
+            values = []
+            for sign in (1.0, -1.0):
+                start = 0
+                with torch.no_grad():
+                    for w in readout_weights(model):
+                        w.copy_((centre + sign * step * d)[start:start + w.numel()].view_as(w))
+                        start += w.numel()
+                values.append(objective())
+            out.append((values[0] - values[1]) / (2 * step))
+        return np.array(out)
+
+    initial = slopes(flat)
+    elements_term, orthonormal = normal_equations(model, [(graph, [target])], diag_weight=1.0)
+    solve_readout(model, elements_term, orthonormal, weight, ridge=1e-14)
+    solved = torch.cat([w.detach().reshape(-1) for w in readout_weights(model)])
+    at_minimum = objective()
+    assert np.abs(slopes(solved)).max() <= 1e-6 * np.abs(initial).max()
+    # and the orthonormal term changed the answer: matrix elements alone give another one
+    solve_readout(model, elements_term, ridge=1e-14)
+    assert objective() > at_minimum * (1 + 1e-6)
