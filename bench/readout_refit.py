@@ -175,7 +175,8 @@ def main(argv=None) -> int:
     after = scores()
     model.to(torch.float32).save(args.out)
 
-    print(f"readout least squares in {seconds:.1f} s ({args.threads} thread(s)), ridge {args.ridge:g}")
+    print(f"readout least squares in {seconds:.1f} s ({args.threads} thread(s)), "
+          f"ridge {args.ridge:g}")
     for split in before["H_mae_meV"]:
         print(f"  {split:6s} H MAE {before['H_mae_meV'][split]:8.2f} -> "
               f"{after['H_mae_meV'][split]:8.2f} meV")

@@ -264,7 +264,8 @@ def run_inference(
                        tuple(asymmetry), n_electrons, n_occupied, stages=stages)
     if options.solve:
         starting("fermi", f"overlap check (S's smallest eigenvalue against "
-                 f"{options.overlap_floor:g}), then E_F for {n_occupied} occupied states ({options.fermi_method})")
+                 f"{options.overlap_floor:g}), then E_F for {n_occupied} occupied states "
+                 f"({options.fermi_method})")
         with stages.stage("fermi"):
             counter = InertiaCounter(hamiltonian, overlap)
             try:
