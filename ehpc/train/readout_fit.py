@@ -36,6 +36,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..nn.model import BlockReadout, HamiltonianModel
@@ -101,7 +102,7 @@ def _design(model: HamiltonianModel, graph) -> tuple[torch.Tensor, torch.Tensor]
     return columns, constant
 
 
-def _bloch_operator(target: BandTarget, ks: range) -> torch.Tensor:
+def _bloch_operator(target: BandTarget, ks: list[int]) -> torch.Tensor:
     """Sparse ``[len(ks) * 2 * n², n_entries]`` map from flat blocks to the real and
     imaginary parts of the dense Bloch sums at k-points ``ks``."""
     n_entries, n2 = len(target.index), target.n_orbitals**2
@@ -120,30 +121,52 @@ def _bloch_operator(target: BandTarget, ks: range) -> torch.Tensor:
                                        (2 * len(ks) * n2, n_entries)).to_sparse_csr()
 
 
+def time_reversal_weights(kpts: np.ndarray) -> np.ndarray:
+    """How often each k-point counts once its partner -k (mod 1) is left out.  # [n_k]
+
+    Real H(R) and S(R) give ``H(-k) = H(k)*`` and ``S(-k) = S(k)*``, so the error image at
+    -k is the complex conjugate of the one at k and adds the same to the normal equations.
+    """
+    keys = [tuple(np.round(np.mod(k, 1.0), 8) % 1.0) for k in np.asarray(kpts)]
+    first: dict[tuple, int] = {}
+    weights = np.zeros(len(keys), dtype=np.int64)
+    for i, (k, key) in enumerate(zip(np.asarray(kpts), keys)):
+        partner = tuple(np.round(np.mod(-k, 1.0), 8) % 1.0)
+        if partner in first:
+            weights[first[partner]] += 1
+        else:
+            first[key] = i
+            weights[i] = 1
+    return weights
+
+
 def _add_orthonormal(equations: NormalEquations, columns: torch.Tensor, residual: torch.Tensor,
                      target: BandTarget) -> None:
     """Add ``Σ_k |L^-1 (Bloch_k(J w) - Bloch_k(y)) L^-H|²`` of one structure.
 
     The Bloch sums of every design column at a group of k-points (``CHUNK_BYTES`` of
     them) come from one sparse product, so the design matrix is read once per group
-    rather than once per k-point.
+    rather than once per k-point; of each pair k, -k only one is computed, counted twice.
     """
     n = target.n_orbitals
     both = torch.cat([columns, residual[:, None]], dim=1)  # [n_entries, n_w + 1]
+    multiplicity = time_reversal_weights(target.kpts)
+    kept = np.flatnonzero(multiplicity)
     chunk = max(1, CHUNK_BYTES // (16 * n * n * both.shape[1]))
-    for first in range(0, len(target.kpts), chunk):
-        ks = range(first, min(first + chunk, len(target.kpts)))
+    for first in range(0, len(kept), chunk):
+        ks = kept[first : first + chunk].tolist()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             sums = (_bloch_operator(target, ks) @ both).reshape(len(ks), 2, n, n, -1)
         bloch = sums[:, 0] if target.sin is None else torch.complex(sums[:, 0], sums[:, 1])
         matrices = hermitian_part(bloch.permute(0, 3, 1, 2))  # [n_ks, n_w + 1, n, n]
-        images = orthonormal_basis(matrices, target.l_inv[first : first + len(ks), None])
+        images = orthonormal_basis(matrices, target.l_inv[ks][:, None])
         images = images.reshape(len(ks), -1, n * n)  # [n_ks, n_w + 1, n²]
         a, b = images[:, :-1], images[:, -1:]
-        equations.gram += (a.conj() @ a.transpose(1, 2)).real.sum(0)
-        equations.rhs += (a.conj() @ b.transpose(1, 2)).real.sum(0)[:, 0]
-        equations.count += len(ks) * n * n
+        times = torch.as_tensor(multiplicity[ks], dtype=torch.float64, device=both.device)
+        equations.gram += ((a.conj() @ a.transpose(1, 2)).real * times[:, None, None]).sum(0)
+        equations.rhs += ((a.conj() @ b.transpose(1, 2)).real[..., 0] * times[:, None]).sum(0)
+        equations.count += float(times.sum()) * n * n
 
 
 @torch.no_grad()

@@ -239,3 +239,32 @@ def test_readout_fit_with_the_orthonormal_term_is_stationary(which, records, cry
     # and the orthonormal term changed the answer: matrix elements alone give another one
     solve_readout(model, elements_term, ridge=1e-14)
     assert objective() > at_minimum * (1 + 1e-6)
+
+
+def test_time_reversal_pairs_count_once_each_with_the_same_normal_equations(crystal):
+    """Of k and -k only one is Bloch-summed, counted twice: the normal equations equal
+    those of every point computed (their images are complex conjugates)."""
+    from ehpc.train import readout_fit
+    from ehpc.train.readout_fit import time_reversal_weights
+
+    kpts = band_kpoints(crystal, 64)  # the whole 4x4x4 mesh (the 2x2x2 SCF mesh refined)
+    weights = time_reversal_weights(kpts)
+    # 8 points are their own partner (every component 0 or 1/2), the other 56 pair up
+    assert weights.sum() == 64 and np.count_nonzero(weights) == 8 + 56 // 2
+    torch.manual_seed(1)
+    model = HamiltonianModel(CRYSTAL_BASIS, [1], cutoff=MODEL_CUTOFF, n_layers=1, channels=4,
+                             n_radial=4, radial_hidden=8).to(torch.float64)
+    model.set_statistics([crystal])
+    graph = record_to_graph(crystal, MODEL_CUTOFF, [1], CRYSTAL_BASIS).to("cpu", torch.float64)
+    target = band_target(crystal, graph, CRYSTAL_BASIS, 64, CRYSTAL_WINDOW, 2)
+    paired = readout_fit.normal_equations(model, [(graph, [target])], 1.0)[1]
+    every = readout_fit.time_reversal_weights
+    try:
+        readout_fit.time_reversal_weights = lambda k: np.ones(len(k), dtype=np.int64)
+        full = readout_fit.normal_equations(model, [(graph, [target])], 1.0)[1]
+    finally:
+        readout_fit.time_reversal_weights = every
+    assert float(full.count) == float(paired.count)
+    torch.testing.assert_close(paired.gram, full.gram, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(paired.rhs, full.rhs, rtol=1e-10, atol=1e-12)
+    assert float(full.gram.abs().max()) > 0
