@@ -122,3 +122,38 @@ def test_two_ranks_solve_the_readout_of_one(tmp_path, config_file, records):
         graph = record_to_graph(records[name], 3.0, runs[1].elements, BASIS).to("cpu", torch.float64)
         with torch.no_grad():
             torch.testing.assert_close(runs[2](graph), runs[1](graph), rtol=0, atol=1e-8)
+
+
+def test_ehpc_train_readout_against_h_of_k_reports_the_eigenvalue_error_model_pt_has(
+        tmp_path, config_file, records):
+    """``train.readout_kpoints`` (molecules: Γ): the log's validation eigenvalue error is
+    that of model.pt, recomputed here with scipy's generalised eigensolver."""
+    import scipy.linalg
+
+    from ehpc.io.layout import bloch_sum
+
+    out = tmp_path / "run"
+    run = run_trainer(["--config", str(config_file), "--set", "train.readout_fit=true",
+                       "--set", "train.readout_kpoints=1", "--out-dir", str(out)])
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = re.search(r"H\(k\) weight (\S+): validation eigenvalue MAE ([\d.]+) -> ([\d.]+) meV "
+                     r"at 1 k-points; (model.pt now holds it|not kept)", run.stderr + run.stdout)
+    assert line, (run.stderr + run.stdout)[-3000:]
+    held = float(line[3]) if line[4] == "model.pt now holds it" else float(line[2])
+    model = HamiltonianModel.load(out / "model.pt").to(torch.float64)
+    n_virtual = 4  # train.band_virtual's default
+    errors = []
+    for name in SPLITS["val"]:
+        record = records[name]
+        graph = record_to_graph(record, model.cutoff, model.elements, BASIS)
+        graph = graph.to("cpu", torch.float64)
+        nao = BASIS.nao_per_atom(record.numbers)
+        with torch.no_grad():
+            predicted = model(graph).numpy()
+        s = bloch_sum(record.atom_pairs, record.overlap, nao, np.zeros(3))
+        pairs = np.asarray(graph.pairs)
+        levels = [scipy.linalg.eigh(bloch_sum(pairs, flat, nao, np.zeros(3)), s, eigvals_only=True)
+                  for flat in (predicted, graph.target.numpy())]
+        n = BASIS.n_electrons(record.numbers) // 2 + n_virtual
+        errors.append(np.abs(levels[0][:n] - levels[1][:n]))
+    assert np.concatenate(errors).mean() * 1e3 == pytest.approx(held, abs=0.06)

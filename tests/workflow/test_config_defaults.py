@@ -144,6 +144,8 @@ def test_dry_run_passes_the_schema_defaults_to_the_commands(tmp_path):
     out = result.stdout + result.stderr
     assert (f"--kmesh 1 1 1 --conv-tol {SCF_CONV_TOL} --max-cycle {SCF_MAX_CYCLE} "
             f"--floor-tol {FLOOR_TOL_MEV} --out-dir") in out
-    assert "--split train=2,val=1,test=1 --seed 0 " in out
+    split = config["split"]  # the counts as configs/default.yaml gives them; the seed defaults
+    counts = f"train={split['train']},val={split['val']},test={split['test']}"
+    assert f"--split {counts} --seed 0 " in out
     assert "mpirun -n 2 ehpc-infer" in out and f"--overlap-tol {OVERLAP_DROP_TOLERANCE} " in out
     assert "--n-chunks 1 " in out and "--band-structure" not in out
