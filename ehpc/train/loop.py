@@ -60,7 +60,7 @@ from .config import Config, ConfigError
 from .data import Structures
 from .distributed import DistInfo, all_reduce
 from .ema import ExponentialMovingAverage
-from .loss import BandTarget, Loss, band_eigenvalues, band_target, entry_weights
+from .loss import BandTarget, Loss, band_error_sum, band_target, entry_weights
 from .metrics import ErrorSums, validation_row
 from .optim import LBFGS_HISTORY, LBFGS_ITERATIONS, LevenbergMarquardt
 from .readout_fit import (
@@ -477,9 +477,9 @@ class Trainer:
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
         for name, target in targets:
             graph, _ = self._batch([name])
-            diff = (band_eigenvalues(self.module(graph), target) - target.reference)[
-                target.select]
-            total += torch.stack([diff.abs().sum(), diff.new_tensor(float(diff.numel()))])
+            pred = self.module(graph)
+            _, absolute, count = band_error_sum(pred, [target], "mae", [(0, len(pred))])
+            total += torch.stack([absolute, absolute.new_tensor(float(count))])
         if self.dist.is_distributed:
             all_reduce(total)
         return float(total[0] / total[1].clamp_min(1.0)) * EV_TO_MEV

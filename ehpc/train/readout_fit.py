@@ -48,8 +48,8 @@ RIDGE = 1.0e-8
 
 #: weights of the orthonormal-basis H(k) term (per element of L^-1 H(k) L^-H, relative
 #: to the matrix-element term per entry) among which validation chooses; on the default
-#: silicon data 1e-3 moved the band-path gap from -2.09 to 0.50 eV (SCF 0.597), and
-#: weights of 1e-2 and above gave worse bands again (docs/BENCHMARKS.md)
+#: silicon data 1e-3 moved the band-path gap from -2.51 to 0.47 eV (SCF 0.597), and 1e-2
+#: gave worse bands again (docs/BENCHMARKS.md, "The readout against H(k) ...")
 ORTHONORMAL_WEIGHTS = (0.0, 1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2)
 
 #: bytes of the Bloch sums one sparse product may give (k-points are grouped to fit)
@@ -115,10 +115,8 @@ def _bloch_operator(target: BandTarget, ks: list[int]) -> torch.Tensor:
             cols.append(entries)
             values.append(phase)
     indices = torch.stack([torch.cat(rows), torch.cat(cols)])
-    with warnings.catch_warnings():  # torch calls its sparse CSR support beta
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_coo_tensor(indices, torch.cat(values),
-                                       (2 * len(ks) * n2, n_entries)).to_sparse_csr()
+    return torch.sparse_coo_tensor(indices, torch.cat(values),
+                                   (2 * len(ks) * n2, n_entries)).to_sparse_csr()
 
 
 def time_reversal_weights(kpts: np.ndarray) -> np.ndarray:
@@ -127,15 +125,17 @@ def time_reversal_weights(kpts: np.ndarray) -> np.ndarray:
     Real H(R) and S(R) give ``H(-k) = H(k)*`` and ``S(-k) = S(k)*``, so the error image at
     -k is the complex conjugate of the one at k and adds the same to the normal equations.
     """
-    keys = [tuple(np.round(np.mod(k, 1.0), 8) % 1.0) for k in np.asarray(kpts)]
+    def folded(k: np.ndarray) -> tuple:
+        return tuple(np.round(np.mod(k, 1.0), 8) % 1.0)
+
     first: dict[tuple, int] = {}
-    weights = np.zeros(len(keys), dtype=np.int64)
-    for i, (k, key) in enumerate(zip(np.asarray(kpts), keys)):
-        partner = tuple(np.round(np.mod(-k, 1.0), 8) % 1.0)
+    weights = np.zeros(len(kpts), dtype=np.int64)
+    for i, k in enumerate(np.asarray(kpts)):
+        partner = folded(-k)
         if partner in first:
             weights[first[partner]] += 1
         else:
-            first[key] = i
+            first[folded(k)] = i
             weights[i] = 1
     return weights
 
@@ -155,7 +155,7 @@ def _add_orthonormal(equations: NormalEquations, columns: torch.Tensor, residual
     chunk = max(1, CHUNK_BYTES // (16 * n * n * both.shape[1]))
     for first in range(0, len(kept), chunk):
         ks = kept[first : first + chunk].tolist()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # torch calls its sparse CSR support beta
             warnings.simplefilter("ignore", UserWarning)
             sums = (_bloch_operator(target, ks) @ both).reshape(len(ks), 2, n, n, -1)
         bloch = sums[:, 0] if target.sin is None else torch.complex(sums[:, 0], sums[:, 1])
