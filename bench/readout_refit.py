@@ -30,7 +30,7 @@ import torch
 from ehpc.io.dataset import Dataset
 from ehpc.io.layout import BlockLayout
 from ehpc.io.splits import read_splits
-from ehpc.nn.data import pair_lengths, record_to_graph
+from ehpc.nn.data import pair_lengths
 from ehpc.nn.fit import evaluate
 from ehpc.nn.model import HamiltonianModel
 from ehpc.nn.data import collate
@@ -49,7 +49,7 @@ SHELLS = (0.0, 0.1, 2.5, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 12.0)
 
 def shell_errors(model: HamiltonianModel, record) -> list[dict]:
     """MAE and mean |block| (meV) of the record's blocks per distance shell."""
-    graph = record_to_graph(record, model.cutoff, model.elements, model.basis)
+    graph = model.graph_of(record)
     graph = graph.to("cpu", model.dtype)
     with torch.no_grad():
         pred = model(graph).double().numpy()
@@ -72,7 +72,7 @@ def band_scan(model: HamiltonianModel, splits: dict, kpoints: int, weights, band
               ridge: float) -> list[dict]:
     """Solve the readout with the orthonormal-basis term at each weight and score it."""
     def graph_and_target(record):
-        graph = record_to_graph(record, model.cutoff, model.elements, model.basis)
+        graph = model.graph_of(record)
         return (collate([graph]).to("cpu", model.dtype),
                 band_target(record, graph, model.basis, kpoints, 2.0, 4))
 
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
 
     before = scores()
     start = time.perf_counter()
-    graphs = [record_to_graph(r, model.cutoff, model.elements, model.basis).to("cpu", model.dtype)
+    graphs = [model.graph_of(r).to("cpu", model.dtype)
               for r in splits["train"]]
     fit_readout(model, graphs, diag_weight=1.0, ridge=args.ridge)
     seconds = time.perf_counter() - start

@@ -183,7 +183,7 @@ def check_share(model, data, rank: int, world_size: int, train_config=None) -> N
     """
     bands = train_config is not None and train_config.band_weight > 0
     for name in data.train_names[rank::world_size] + data.val_names[rank::world_size]:
-        graph = data.graph(name, model.cutoff, model.elements, model.basis)
+        graph = data.graph(name, model)
         if bands:
             tc = train_config
             data.band(name, graph, tc.band_kpoints, tc.band_window, tc.band_virtual)
@@ -335,8 +335,7 @@ def _train(args, config, dist) -> int:
     if blob is None and not bool(model.has_statistics):
         names = sorted(data.train_names)[: config.data.statistics_structures]
         # the training graphs (cached by check_share's rank or built once here)
-        model.set_statistics([data.graph(n, model.cutoff, model.elements, model.basis)
-                              for n in names])
+        model.set_statistics([data.graph(n, model) for n in names])
         model.set_fermi_offset([data.record(n) for n in names])
     if dist.is_main:
         save_config(config, out / "config.yaml")

@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..graph import neighbour_list
 from ..io.dataset import HamiltonianRecord
 from ..io.layout import BlockLayout
+from .baseline import baseline_integrals
 
 
 class GraphError(UserError, ValueError):
@@ -106,6 +107,9 @@ class Graph:
         plan: the block layout of ``pairs``.
         target: flat H blocks of ``pairs`` in eV, PySCF order.        # [n_entries]
         onsite_entries: which flat entries belong to on-site blocks.  # [n_entries]
+        kinetic: exact kinetic blocks T of ``pairs`` in eV, for a model with the
+            kinetic baseline (``ehpc.nn.baseline``).                   # [n_entries]
+        overlap: exact overlap blocks S of ``pairs``, likewise.        # [n_entries]
         names: structure names in the batch.
         pair_ranges: ``pairs`` row range of each structure.
     """
@@ -120,6 +124,8 @@ class Graph:
     plan: BlockPlan
     target: torch.Tensor | None = None
     onsite_entries: torch.Tensor | None = None
+    kinetic: torch.Tensor | None = None
+    overlap: torch.Tensor | None = None
     names: list[str] = field(default_factory=list)
     pair_ranges: list[tuple[int, int]] = field(default_factory=list)
 
@@ -134,9 +140,14 @@ class Graph:
     def to(self, device=None, dtype: torch.dtype | None = None) -> "Graph":
         """Move to ``device``; floating inputs also to ``dtype``.
 
-        The target stays float64: a float32 model's errors are then measured against
-        the exact labels, not against labels rounded to float32 (~1e-5 eV at core levels).
+        The target and the baseline integrals stay float64: a float32 model's errors are
+        then measured against the exact labels, not against labels rounded to float32
+        (~1e-5 eV at core levels).
         """
+
+        def keep64(t):
+            return None if t is None else t.to(device=device)
+
 
         def move(t):
             if t is None:
@@ -150,8 +161,10 @@ class Graph:
             edge_index=move(self.edge_index),
             edge_offset=move(self.edge_offset),
             plan=self.plan.to(device) if device is not None else self.plan,
-            target=None if self.target is None else self.target.to(device=device),
+            target=keep64(self.target),
             onsite_entries=move(self.onsite_entries),
+            kinetic=keep64(self.kinetic),
+            overlap=keep64(self.overlap),
         )
 
 
@@ -364,12 +377,14 @@ def _graph(edges: Edges, positions, pairs: np.ndarray, name: str, **labels) -> G
     )
 
 
-def record_to_graph(record: HamiltonianRecord, cutoff: float, elements, basis: Basis) -> Graph:
+def record_to_graph(record: HamiltonianRecord, cutoff: float, elements, basis: Basis,
+                    baseline: bool = False) -> Graph:
     """Graph of a labelled record with its H blocks as the target.
 
     Only the record's pairs within ``cutoff`` (and on-site) are kept: a model cannot
     predict farther pairs, and the dataset may have been labelled with a larger cutoff.
-    One neighbour search and one plan per record.
+    One neighbour search and one plan per record.  ``baseline``: also compute the exact
+    kinetic and overlap blocks of the kept pairs (``ehpc.nn.baseline``).
     """
     edges = neighbour_edges(record.numbers, record.positions, record.cell, record.pbc, cutoff,
                             elements, basis, record.name)
@@ -381,10 +396,15 @@ def record_to_graph(record: HamiltonianRecord, cutoff: float, elements, basis: B
     onsite = np.repeat(is_onsite(kept), layout.sizes[keep])
     if record.hamiltonian is None:
         raise GraphError(f"{record.name}: record has no Hamiltonian to train on")
+    integrals = {}
+    if baseline:
+        t, s = baseline_integrals(basis, record.numbers, record.positions, record.cell,
+                                  record.pbc, kept, cutoff)
+        integrals = {"kinetic": torch.as_tensor(t), "overlap": torch.as_tensor(s)}
     return _graph(
         edges, record.positions, kept, record.name,
         target=torch.as_tensor(np.asarray(record.hamiltonian, dtype=np.float64)[entries]),
-        onsite_entries=torch.as_tensor(onsite),
+        onsite_entries=torch.as_tensor(onsite), **integrals,
     )
 
 
@@ -397,6 +417,7 @@ def collate(graphs: list[Graph]) -> Graph:
     pairs = np.concatenate([g.pairs + [0, 0, 0, s, s] for g, s in zip(graphs, node_shift)])
     species = torch.cat([g.species for g in graphs])
     has_target = all(g.target is not None for g in graphs)
+    has_integrals = all(g.kinetic is not None for g in graphs)
     pair_start = np.cumsum([0] + [len(g.pairs) for g in graphs])
     return Graph(
         species=species,
@@ -409,6 +430,8 @@ def collate(graphs: list[Graph]) -> Graph:
         plan=build_plan(pairs, species.numpy(), edge_rows, graphs[0].nao, graphs[0].names[0]),
         target=torch.cat([g.target for g in graphs]) if has_target else None,
         onsite_entries=torch.cat([g.onsite_entries for g in graphs]) if has_target else None,
+        kinetic=torch.cat([g.kinetic for g in graphs]) if has_integrals else None,
+        overlap=torch.cat([g.overlap for g in graphs]) if has_integrals else None,
         names=[n for g in graphs for n in g.names],
         pair_ranges=[(int(pair_start[k]), int(pair_start[k + 1])) for k in range(len(graphs))],
     )

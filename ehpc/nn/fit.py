@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..io.dataset import HamiltonianRecord
-from .data import collate, record_to_graph
+from .data import collate
 from .model import HamiltonianModel
 
 LOSSES = ("mse", "mae")
@@ -103,8 +103,7 @@ def fit(
         model.check_compatible(model.basis, record.numbers, record.name)
     data = RecordData(model.basis, list(train_records), list(val_records))
     if not bool(model.has_statistics):  # from the training graphs the trainer reuses
-        model.set_statistics([data.graph(n, model.cutoff, model.elements, model.basis)
-                              for n in data.train_names])
+        model.set_statistics([data.graph(n, model) for n in data.train_names])
         model.set_fermi_offset(list(train_records))
     history: list[dict] = []
 
@@ -147,8 +146,7 @@ def evaluate(
     sums = ErrorSums()
     graphs = []
     for record in records:
-        model.check_compatible(model.basis, record.numbers, record.name)
-        graphs.append(record_to_graph(record, model.cutoff, model.elements, model.basis))
+        graphs.append(model.graph_of(record))
     for s in range(0, len(graphs), batch_size):
         batch = graphs[s : s + batch_size]
         graph = collate(batch).to(model.device, model.dtype)

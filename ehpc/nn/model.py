@@ -40,6 +40,7 @@ from ..io.dataset import HamiltonianRecord
 from ..io.layout import BlockLayout
 from ..train.config import ModelConfig
 from ..units import ENERGY_UNIT, LENGTH_UNIT
+from .baseline import BASELINES, baseline_integrals, fit_potential
 from .blocks import PairBlockSpec, pair_block_spec, transpose_index
 from .data import (Edges, Graph, GraphError, build_graph, is_onsite, neighbour_edges,
                    pair_lengths, record_to_graph, species_index)
@@ -183,6 +184,9 @@ class HamiltonianModel(torch.nn.Module):
             the polynomial envelope over the whole cutoff (models saved before the switch).
         block_decay: scale off-site blocks by the size g(r) that the training blocks of
             their element pair have at their distance (fitted by :meth:`set_statistics`).
+        baseline: ``"kinetic"``: the blocks are ``T + v S`` plus the network's output, with
+            the exact kinetic and overlap blocks and one potential ``v`` fitted by
+            :meth:`set_statistics` (``ehpc.nn.baseline``); ``"none"``: the network's alone.
         widen: raise ``channels`` to :func:`block_multiplicity` (False rebuilds a saved
             architecture exactly).
 
@@ -221,6 +225,8 @@ class HamiltonianModel(torch.nn.Module):
                 f"channels raised from {hp['channels']} to {need}: basis {basis.name!r} blocks "
                 f"of {self._symbols()} need {need} copies of one irrep", stacklevel=2)
             hp["channels"] = need
+        if hp["baseline"] not in BASELINES:
+            raise ValueError(f"baseline={hp['baseline']!r}: choose one of {list(BASELINES)}")
         self.hparams = hp
 
         n_species = len(self.elements)
@@ -252,6 +258,8 @@ class HamiltonianModel(torch.nn.Module):
         # E_F minus the on-site estimate, averaged over the training structures (NaN:
         # unknown); ehpc-infer starts its E_F search there (ehpc.infer.window)
         self.register_buffer("fermi_offset", torch.tensor(float("nan"), dtype=torch.float64))
+        if self.uses_baseline:  # v of H0 = T + v S in eV (fitted by set_statistics)
+            self.register_buffer("baseline_potential", torch.zeros((), dtype=torch.float64))
         self.refresh_constants()
 
     # ------------------------------------------------------------------ description
@@ -260,6 +268,11 @@ class HamiltonianModel(torch.nn.Module):
         from ase.data import chemical_symbols
 
         return "[" + ", ".join(chemical_symbols[z] for z in self.elements) + "]"
+
+    @property
+    def uses_baseline(self) -> bool:
+        """Whether the blocks include the kinetic baseline ``T + v S``."""
+        return self.hparams["baseline"] != "none"
 
     @property
     def receptive_field(self) -> float:
@@ -291,7 +304,8 @@ class HamiltonianModel(torch.nn.Module):
             )
         basis = Basis(meta["basis"], meta.get("pseudo") or None)
         # older files: polynomial envelope, no block decay
-        hparams = {"envelope_width": None, "block_decay": False, **meta.get("hparams", {})}
+        hparams = {"envelope_width": None, "block_decay": False, "baseline": "none",
+                   **meta.get("hparams", {})}
         return cls(basis, meta["elements"], meta["cutoff"], meta["n_layers"], widen=False,
                    **hparams)
 
@@ -394,23 +408,25 @@ class HamiltonianModel(torch.nn.Module):
         """Fit readout scales/shifts and the mean neighbour count to training structures.
 
         Args:
-            structures: labelled records, or their training graphs
-                (:func:`ehpc.nn.data.record_to_graph` with this model's cutoff, elements
-                and basis), which saves searching their neighbours again.
+            structures: labelled records, or their training graphs (:meth:`graph_of`),
+                which saves searching their neighbours again.
         """
         samples: dict[tuple[str, str], list[np.ndarray]] = {}
         distances: dict[tuple[str, str], list[np.ndarray]] = {}
         n_edges, n_atoms = 0, 0
-        for graph in structures:
-            if isinstance(graph, HamiltonianRecord):
-                self.check_compatible(self.basis, graph.numbers, graph.name)
-                graph = record_to_graph(graph, self.cutoff, self.elements, self.basis)
+        graphs = [self.graph_of(g) if isinstance(g, HamiltonianRecord) else g
+                  for g in structures]
+        if self.uses_baseline:
+            self._fit_baseline(graphs)
+        for graph in graphs:
             n_edges += graph.n_edges
             n_atoms += graph.n_atoms
             pairs = graph.pairs  # the record's pairs within the cutoff, and on-site
             species = graph.species.cpu().numpy()
             layout = BlockLayout(pairs, graph.nao[species])
             flat = graph.target.cpu().numpy()
+            if self.uses_baseline:  # the network learns what the baseline leaves
+                flat = flat - self.baseline(graph).cpu().numpy()
             length = pair_lengths(graph)  # [n_pairs]
             onsite = (pairs[:, 3] == pairs[:, 4]) & ~pairs[:, :3].any(axis=1)
             si, sj = species[pairs[:, 3]], species[pairs[:, 4]]
@@ -438,6 +454,22 @@ class HamiltonianModel(torch.nn.Module):
         if n_atoms:
             self.avg_neighbours.fill_(max(n_edges / n_atoms, 1.0))
         self.has_statistics.fill_(True)
+
+    def _fit_baseline(self, graphs: list[Graph]) -> None:
+        """Fit v of ``T + v S`` to the off-site blocks of ``graphs``."""
+        samples = []
+        for graph in graphs:
+            self._check_integrals(graph)
+            offsite = ~graph.onsite_entries.cpu().numpy()
+            samples.append(tuple(x.cpu().numpy()[offsite] for x in
+                                 (graph.target, graph.kinetic, graph.overlap)))
+        self.baseline_potential.fill_(fit_potential(samples))
+
+    def _check_integrals(self, graph: Graph) -> None:
+        if graph.kinetic is None or graph.overlap is None:
+            raise GraphError(f"{graph.names[0] if graph.names else 'graph'}: the model adds "
+                             "the kinetic baseline but the graph has no kinetic and overlap "
+                             "blocks; build it with model.graph_of(record)")
 
     def _fit_decay(self, offsite: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]) -> None:
         """Fit log g(r) of every element pair to its blocks' log RMS (both directions).
@@ -540,8 +572,25 @@ class HamiltonianModel(torch.nn.Module):
             return node.new_zeros(0)
         return torch.cat(pieces)[plan.gather]  # [n_entries]
 
+    def baseline(self, graph: Graph) -> torch.Tensor | None:
+        """``T + v S`` of the graph's pairs in float64 (None without the baseline)."""
+        if not self.uses_baseline:
+            return None
+        self._check_integrals(graph)
+        return graph.kinetic + self.baseline_potential.to(torch.float64) * graph.overlap
+
     def forward(self, graph: Graph) -> torch.Tensor:
-        return self.readout(graph, *self.encode(graph))
+        flat = self.readout(graph, *self.encode(graph))
+        if self.uses_baseline:
+            flat = flat + self.baseline(graph).to(flat.dtype)
+        return flat
+
+    def graph_of(self, record: HamiltonianRecord) -> Graph:
+        """The training graph of a labelled record: its pairs within the cutoff, its H as
+        target, and the baseline's integrals when the model adds them."""
+        self.check_compatible(self.basis, record.numbers, record.name)
+        return record_to_graph(record, self.cutoff, self.elements, self.basis,
+                               baseline=self.uses_baseline)
 
     # ------------------------------------------------------------------ inference
 
@@ -600,7 +649,12 @@ class HamiltonianModel(torch.nn.Module):
             part = pairs[start : start + chunk]
             plan = build_plan(part, species, graph.edge_rows, graph.nao, name)
             flat = self.readout(graph, *encoded, plan=plan.to(self.device))
-            out.append(flat.detach().cpu().to(torch.float64).numpy())
+            flat = flat.detach().cpu().to(torch.float64).numpy()
+            if self.uses_baseline:
+                kinetic, overlap = baseline_integrals(self.basis, numbers, positions, cell,
+                                                      pbc, part, self.cutoff)
+                flat = flat + kinetic + float(self.baseline_potential) * overlap
+            out.append(flat)
         self.train(was_training)
         return pairs, (np.concatenate(out) if out else np.zeros(0))
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..io.dataset import NUMBERS, STRUCTURES, Dataset, DatasetError
 from ..io.splits import read_splits
 from ..io.dataset import HamiltonianRecord
-from ..nn.data import Graph, record_to_graph
+from ..nn.data import Graph
 from .config import suggest
 from .loss import BandTarget, band_target
 
@@ -46,12 +46,13 @@ class Structures:
         """Atomic numbers present in the training and validation splits."""
         return sorted({int(z) for n in self.numbers.values() for z in np.unique(n)})
 
-    def graph(self, name: str, cutoff: float, elements, basis) -> Graph:
-        """The training graph of structure ``name``."""
+    def graph(self, name: str, model) -> Graph:
+        """The training graph of structure ``name`` for ``model`` (its cutoff, elements,
+        basis and baseline; one model per data object, since graphs are cached)."""
         cached = self._graphs.get(name)
         if cached is not None:
             return cached
-        graph = record_to_graph(self.record(name), cutoff, elements, basis)
+        graph = model.graph_of(self.record(name))
         if self.cache:
             self._graphs[name] = graph
         return graph

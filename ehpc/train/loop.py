@@ -275,7 +275,7 @@ class Trainer:
     def _batch(self, names: list[str]):
         """The collated graph of ``names`` and their band targets (None when off)."""
         m = self.module
-        graphs = [self.data.graph(n, m.cutoff, m.elements, m.basis) for n in names]
+        graphs = [self.data.graph(n, m) for n in names]
         bands = None
         if self.loss.uses_bands:
             tc = self.tc
@@ -466,7 +466,7 @@ class Trainer:
         """The band target of ``name`` at ``kpoints`` k-points, for the readout fit (not the
         band loss's cached one, whose k-points are ``train.band_kpoints``)."""
         m, tc = self.module, self.tc
-        graph = self.data.graph(name, m.cutoff, m.elements, m.basis)
+        graph = self.data.graph(name, m)
         return band_target(self.data.record(name), graph, m.basis, kpoints, tc.band_window,
                            tc.band_virtual).to(self.device)
 

@@ -71,6 +71,7 @@ class BandTarget:
         sin: ``sin(2π k·R)`` per k-point and entry (None at Γ only).  # [n_k, n_entries]
         l_inv: inverse Cholesky factor of S(k).              # [n_k, n, n]
         reference: DFT eigenvalues in eV.                    # [n_k, n]
+        vectors: their eigenvectors in the S-orthonormal basis, as columns.  # [n_k, n, n]
         select: which eigenvalues enter the loss.            # [n_k, n]
         kpts: fractional k-points.                           # [n_k, 3]
     """
@@ -82,6 +83,7 @@ class BandTarget:
     sin: torch.Tensor | None
     l_inv: torch.Tensor
     reference: torch.Tensor
+    vectors: torch.Tensor
     select: torch.Tensor
     kpts: np.ndarray
 
@@ -93,7 +95,7 @@ class BandTarget:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return BandTarget(self.name, self.n_orbitals, move(self.index), move(self.cos),
                           move(self.sin), move(self.l_inv), move(self.reference),
-                          move(self.select), self.kpts)
+                          move(self.vectors), move(self.select), self.kpts)
 
 
 def band_kpoints(record: HamiltonianRecord, n_kpoints: int) -> np.ndarray:
@@ -208,7 +210,7 @@ def band_target(record: HamiltonianRecord, graph, basis, n_kpoints: int, window:
     l_inv = torch.linalg.solve_triangular(chol, eye, upper=False)  # [n_k, n, n]
     cos = angle.cos()
     h = _dense(graph.target.to(torch.float64), index, cos, sin, n)
-    reference = _eigenvalues(h, l_inv)  # [n_k, n]
+    reference, vectors = torch.linalg.eigh(hermitian_part(orthonormal_basis(h, l_inv)))
     if periodic:
         fermi = record.attrs.get("fermi_level")
         if fermi is None:
@@ -219,7 +221,7 @@ def band_target(record: HamiltonianRecord, graph, basis, n_kpoints: int, window:
     else:
         n_occ = int(record.attrs.get("n_electrons", basis.n_electrons(record.numbers))) // 2
         select = (torch.arange(n) < n_occ + n_virtual)[None, :].expand(len(kpts), n).clone()
-    return BandTarget(record.name, n, index, cos, sin, l_inv, reference, select, kpts)
+    return BandTarget(record.name, n, index, cos, sin, l_inv, reference, vectors, select, kpts)
 
 
 def band_eigenvalues(flat: torch.Tensor, target: BandTarget) -> torch.Tensor:

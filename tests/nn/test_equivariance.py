@@ -70,6 +70,16 @@ def si_model(silicon):
     return model.to(torch.float64)
 
 
+@pytest.fixture(scope="module")
+def si_baseline_model(silicon):
+    """The crystal model with the kinetic baseline T + v S (exact integrals) added."""
+    torch.manual_seed(1)
+    model = HamiltonianModel(Basis("gth-dzvp"), [14], cutoff=4.0, n_layers=2, channels=4,
+                             baseline="kinetic")
+    fake_statistics(model, silicon)
+    return model.to(torch.float64)
+
+
 def predict(model, atoms, pairs=None):
     return model.predict(atoms.numbers, atoms.positions, atoms.cell[:], atoms.pbc, pairs=pairs)
 
@@ -98,7 +108,7 @@ def rotation_error(model, atoms, rot, pairs, flat):
 
 
 @pytest.mark.parametrize("improper", [False, True])
-@pytest.mark.parametrize("system", ["mol", "si"])
+@pytest.mark.parametrize("system", ["mol", "si", "si_baseline"])
 def test_rotation_and_inversion(system, improper, request):
     model = request.getfixturevalue(f"{system}_model")
     atoms = request.getfixturevalue("ethanol" if system == "mol" else "silicon")

@@ -176,12 +176,21 @@ def test_band_kpoints_refine_the_scf_mesh_when_asked_for_more(crystal):
     assert np.isclose(np.abs(finer - np.round(finer)), 0.5).any()  # the zone edge
 
 
-@pytest.mark.parametrize("which", ["molecule", "crystal"])
+def in_orthonormal_basis(factor: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``L^-1 M L^-H`` for Hermitian M and the lower Cholesky factor L of S."""
+    return scipy.linalg.solve_triangular(
+        factor, scipy.linalg.solve_triangular(factor, matrix, lower=True).conj().T, lower=True)
+
+
+@pytest.mark.parametrize("which", ["molecule", "crystal", "crystal with baseline"])
 def test_readout_fit_with_the_orthonormal_term_is_stationary(which, records, crystal):
     """``train.readout_kpoints``: the solved readout minimises matrix-element error per
-    entry plus ``weight`` times the error of ``L^-1 H(k) L^-H`` per element, the objective
-    rebuilt here from the model's own predictions with numpy Bloch sums and scipy's
-    Cholesky factor (quadratic in the readout: a central difference is its gradient)."""
+    entry plus ``weight`` times the error of ``U^H L^-1 H(k) L^-H U`` per element of its
+    window block (U: DFT eigenvectors; window: the states within CRYSTAL_WINDOW of E_F, or
+    occupied + 1 for the molecule), the objective rebuilt here from the model's own
+    predictions with numpy Bloch sums, scipy's Cholesky factor and scipy's eigenvectors
+    (quadratic in the readout: a central difference is its gradient).  With the kinetic
+    baseline the potential v is solved for with the readout weights."""
     from ehpc.train.readout_fit import normal_equations, readout_weights, solve_readout
 
     if which == "molecule":
@@ -191,27 +200,38 @@ def test_readout_fit_with_the_orthonormal_term_is_stationary(which, records, cry
     assert which == "molecule" or np.count_nonzero(kpts.any(axis=1)) == 7  # complex H(k)
     torch.manual_seed(0)
     model = HamiltonianModel(basis, elements, cutoff=MODEL_CUTOFF, n_layers=1, channels=4,
-                             n_radial=4, radial_hidden=8).to(torch.float64)
+                             n_radial=4, radial_hidden=8,
+                             baseline="kinetic" if "baseline" in which else "none")
+    model = model.to(torch.float64)
     model.set_statistics([record])
-    graph = record_to_graph(record, MODEL_CUTOFF, elements, basis).to("cpu", torch.float64)
-    target = band_target(record, graph, basis, len(kpts), CRYSTAL_WINDOW, 2)
+    graph = model.graph_of(record).to("cpu", torch.float64)
+    n_virtual = 1  # water in sto-3g has 5 occupied and 2 empty orbitals: a window of 6
+    target = band_target(record, graph, basis, len(kpts), CRYSTAL_WINDOW, n_virtual)
     nao = basis.nao_per_atom(record.numbers)
     pairs, dft = np.asarray(graph.pairs), graph.target.numpy()
-    factors = [scipy.linalg.cholesky(bloch_sum(record.atom_pairs, record.overlap, nao, k),
-                                     lower=True) for k in kpts]
+    factors, windows = [], []
+    n_electrons = int(record.attrs.get("n_electrons", basis.n_electrons(record.numbers)))
+    for k in kpts:
+        factor = scipy.linalg.cholesky(bloch_sum(record.atom_pairs, record.overlap, nao, k),
+                                       lower=True)
+        levels, vectors = scipy.linalg.eigh(in_orthonormal_basis(factor, bloch_sum(pairs, dft, nao, k)))
+        if which == "molecule":
+            keep = np.arange(len(levels)) < n_electrons // 2 + n_virtual
+        else:
+            keep = np.abs(levels - record.attrs["fermi_level"]) <= CRYSTAL_WINDOW
+        factors.append(factor)
+        windows.append(vectors[:, keep])
+    assert 0 < sum(w.shape[1] for w in windows) < len(kpts) * windows[0].shape[0]
     weight = 0.3
 
     def objective() -> float:
         with torch.no_grad():
             error = model(graph).numpy() - dft
         total = 0.0
-        for k, factor in zip(kpts, factors):
-            e_k = bloch_sum(pairs, error, nao, k)
-            image = scipy.linalg.solve_triangular(
-                factor, scipy.linalg.solve_triangular(factor, e_k, lower=True).conj().T,
-                lower=True)  # L^-1 E L^-H (E Hermitian)
-            total += np.sum(np.abs(image) ** 2) / image.size / len(kpts)
-        return float(np.mean(error**2)) + weight * total
+        for k, factor, window in zip(kpts, factors, windows):
+            block = window.conj().T @ in_orthonormal_basis(factor, bloch_sum(pairs, error, nao, k)) @ window
+            total += np.sum(np.abs(block) ** 2)
+        return float(np.mean(error**2)) + weight * total / sum(w.shape[1] ** 2 for w in windows)
 
     flat = torch.cat([w.detach().reshape(-1) for w in readout_weights(model)])
     directions = torch.randn(5, len(flat), dtype=torch.float64)
