@@ -8,6 +8,7 @@ fits it to the training split).  Printed per distance shell: the mean |H|, |H - 
 baseline.
 
     python bench/baseline_residual.py results/default/dataset.h5 --split train
+    python bench/baseline_residual.py labels/one_crystal.h5 --split all
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ SHELLS = (0.0, 0.1, 3.0, 5.0, 6.2, 7.3, 8.3, 9.1)  # Å: on-site, then bins of p
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset")
-    parser.add_argument("--split", default="train")
+    parser.add_argument("--split", default="train", help="a split of the file, or all")
     parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args(argv)
 
     dataset = Dataset(args.dataset)
-    names = read_splits(args.dataset)[args.split]
+    names = ([r.name for r in dataset] if args.split == "all"
+             else read_splits(args.dataset)[args.split])
     rows = []  # (distance, H, T, S) per entry, over all structures
     for name in names:
         record = dataset[name]

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from ..nn.model import BlockReadout, HamiltonianModel
-from .loss import BandTarget, entry_weights, hermitian_part, orthonormal_basis
+from .loss import BandTarget, entry_weights, hermitian_part
 
 #: ridge λ relative to the mean diagonal of JᵀWJ; on the default silicon data 1e-8, 1e-6
 #: and 1e-4 gave 10.7, 11.0 and 13.1 meV held-out H MAE
@@ -58,7 +58,7 @@ RIDGE = 1.0e-8
 #: data (baseline model, 216 k-points) 0.01, 0.1 and 1 gave the held-out cell's bands 24,
 #: 14 and 15 meV from its labels, against 52 meV without the term (docs/BENCHMARKS.md,
 #: "The readout against H(k) ...")
-ORTHONORMAL_WEIGHTS = (0.0, 1.0e-2, 3.0e-2, 1.0e-1, 3.0e-1, 1.0)
+ORTHONORMAL_WEIGHTS = (0.0, 1.0e-2, 3.0e-2, 1.0e-1, 3.0e-1, 1.0, 3.0, 10.0)
 
 #: bytes of the Bloch sums one sparse product may give (k-points are grouped to fit)
 CHUNK_BYTES = 2**28
@@ -157,10 +157,24 @@ def time_reversal_weights(kpts: np.ndarray) -> np.ndarray:
     return weights
 
 
+def window_vectors(target: BandTarget) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W_k = L_k^-H U_k P_k``: the DFT eigenvectors of each k-point's window in the
+    original basis, so that ``W_k^H M W_k`` is M's window block in the eigenbasis; zero
+    columns pad every k-point to the widest window.  Also the window size per k-point.
+                                                                # [n_k, n, m], [n_k]"""
+    sizes = target.select.sum(dim=1)  # [n_k]
+    width = max(int(sizes.max()), 1)
+    # the window's columns first, in order; the rest after, then cut off or zeroed
+    order = torch.argsort((~target.select).to(torch.int8), dim=1, stable=True)[:, :width]
+    picked = torch.gather(target.vectors, 2, order[:, None, :].expand(-1, target.n_orbitals, -1))
+    inside = torch.arange(width, device=sizes.device)[None, :] < sizes[:, None]  # [n_k, m]
+    return target.l_inv.transpose(-1, -2).conj() @ (picked * inside[:, None, :]), sizes
+
+
 def _add_orthonormal(equations: NormalEquations, columns: torch.Tensor, residual: torch.Tensor,
                      target: BandTarget) -> None:
-    """Add ``Σ_k |P_k U_k^H L^-1 (Bloch_k(J w) - Bloch_k(y)) L^-H U_k P_k|²`` of one
-    structure, with ``U_k`` the DFT eigenvectors and ``P_k`` the projector on its window.
+    """Add ``Σ_k |W_k^H (Bloch_k(J w) - Bloch_k(y)) W_k|²`` of one structure, the window
+    block of the error in the DFT eigenbasis (:func:`window_vectors`).
 
     The Bloch sums of every design column at a group of k-points (``CHUNK_BYTES`` of
     them) come from one sparse product, so the design matrix is read once per group
@@ -168,6 +182,8 @@ def _add_orthonormal(equations: NormalEquations, columns: torch.Tensor, residual
     """
     n = target.n_orbitals
     both = torch.cat([columns, residual[:, None]], dim=1)  # [n_entries, n_w + 1]
+    window, sizes = window_vectors(target)
+    m = window.shape[-1]
     multiplicity = time_reversal_weights(target.kpts)
     kept = np.flatnonzero(multiplicity)
     chunk = max(1, CHUNK_BYTES // (16 * n * n * both.shape[1]))
@@ -177,18 +193,22 @@ def _add_orthonormal(equations: NormalEquations, columns: torch.Tensor, residual
             warnings.simplefilter("ignore", UserWarning)
             sums = (_bloch_operator(target, ks) @ both).reshape(len(ks), 2, n, n, -1)
         bloch = sums[:, 0] if target.sin is None else torch.complex(sums[:, 0], sums[:, 1])
-        matrices = hermitian_part(bloch.permute(0, 3, 1, 2))  # [n_ks, n_w + 1, n, n]
-        images = orthonormal_basis(matrices, target.l_inv[ks][:, None])
-        vectors = target.vectors[ks][:, None]  # [n_ks, 1, n, n]
-        window = target.select[ks].to(torch.float64)  # [n_ks, n]
-        images = vectors.transpose(-1, -2).conj() @ images @ vectors
-        images = images * (window[:, :, None] * window[:, None, :])[:, None]
-        images = images.reshape(len(ks), -1, n * n)  # [n_ks, n_w + 1, n²]
-        a, b = images[:, :-1], images[:, -1:]
+        w = window[ks]  # [n_ks, n, m]
+        if not torch.is_complex(bloch):
+            w = w.real  # Γ only: real H and real eigenvectors
+        columns_last = bloch.permute(0, 1, 3, 2).reshape(len(ks), -1, n)  # [n_ks, n*(n_w+1), n]
+        half = (columns_last @ w).reshape(len(ks), n, -1, m)  # [n_ks, n, n_w + 1, m]
+        blocks = w.transpose(-1, -2).conj() @ half.reshape(len(ks), n, -1)  # [n_ks, m, (n_w+1) m]
+        blocks = blocks.reshape(len(ks), m, -1, m).permute(0, 2, 1, 3)  # [n_ks, n_w + 1, m, m]
         times = torch.as_tensor(multiplicity[ks], dtype=torch.float64, device=both.device)
-        equations.gram += ((a.conj() @ a.transpose(1, 2)).real * times[:, None, None]).sum(0)
-        equations.rhs += ((a.conj() @ b.transpose(1, 2)).real[..., 0] * times[:, None]).sum(0)
-        equations.count += float((window.sum(dim=1) ** 2 * times).sum())
+        blocks = hermitian_part(blocks) * times.sqrt()[:, None, None, None]
+        if torch.is_complex(blocks):  # Re(a^H b) is the dot product of (Re, Im) pairs
+            blocks = torch.view_as_real(blocks)
+        rows = blocks.transpose(0, 1).reshape(both.shape[1], -1)  # [n_w + 1, n_ks m² (x2)]
+        a, b = rows[:-1], rows[-1]
+        equations.gram += a @ a.T
+        equations.rhs += a @ b
+        equations.count += float((sizes[ks].to(torch.float64) ** 2 * times).sum())
 
 
 @torch.no_grad()
