@@ -9,8 +9,9 @@ training). Printed: H MAE per split before and after, and on the first held-out
 structure the MAE and mean block size per distance shell, which shows where a model's
 error sits. Score the bands of ``--out`` with ``ehpc-evaluate`` as usual.
 
-With ``--kpoints N`` the fit also matches H(k) in an S-orthonormal basis at N k-points
-(``train.readout_kpoints``), once per weight of ``--weights``; printed per weight: H MAE
+With ``--kpoints N`` the fit also matches the bands near E_F at N k-points (the window
+block of H(k) in the DFT eigenbasis, ``train.readout_kpoints``), once per weight of
+``--weights``; printed per weight: H MAE
 per split, the eigenvalue MAE of each held-out split at the same k-points (the bands of
 its label's blocks, in the band loss's ±2 eV window), and with ``--bands`` (an
 ``ehpc-evaluate`` ``bands.json`` and its cell) the model's band path against the true SCF
@@ -70,7 +71,7 @@ def shell_errors(model: HamiltonianModel, record) -> list[dict]:
 
 def band_scan(model: HamiltonianModel, splits: dict, kpoints: int, weights, bands_json,
               ridge: float) -> list[dict]:
-    """Solve the readout with the orthonormal-basis term at each weight and score it."""
+    """Solve the readout with the band-window term at each weight and score it."""
     def graph_and_target(record):
         graph = model.graph_of(record)
         return (collate([graph]).to("cpu", model.dtype),
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="append the record to this JSON list")
     parser.add_argument("--ridge", type=float, default=RIDGE)
     parser.add_argument("--kpoints", type=int, default=0,
-                        help="also fit H(k) in an S-orthonormal basis at this many k-points")
+                        help="also fit the bands near E_F at this many k-points")
     parser.add_argument("--weights", type=float, nargs="+", default=list(ORTHONORMAL_WEIGHTS),
                         help="weights of that term to scan (with --kpoints)")
     parser.add_argument("--bands", type=Path,

@@ -153,10 +153,10 @@ class TrainConfig:
         "training split (features fixed); kept when the validation loss drops. Costs one "
         "readout pass per readout weight and training structure")
     readout_kpoints: int = _opt(
-        0, "with train.readout_fit: also fit H(k) in an S-orthonormal basis at this many "
-        "k-points per training structure (the SCF mesh, refined as for train.band_kpoints; "
-        "molecules: Γ), its weight chosen by the validation eigenvalue error there; 0: "
-        "matrix elements only", min=0)
+        0, "with train.readout_fit: also fit the bands of the band window (the window block "
+        "of H(k) in the DFT eigenbasis) at this many k-points per training structure (the "
+        "SCF mesh, refined as for train.band_kpoints; molecules: Γ), its weight chosen by the "
+        "validation eigenvalue error there; 0: matrix elements only", min=0)
     dtype: Literal["float32", "float64"] = _opt("float32", "floating type of the network")
     seed: int = _opt(0, "seeds weights and batch order (the same on every rank)", min=0)
     deterministic: bool = _opt(False, "torch.use_deterministic_algorithms: bit-exact repeats")

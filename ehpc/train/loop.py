@@ -406,11 +406,11 @@ class Trainer:
         split (:mod:`ehpc.train.readout_fit`), features as they are.  Every rank must call it.
 
         Without ``train.readout_kpoints`` the fit is to the matrix elements and is kept
-        only if it lowers the validation loss.  With them, H(k) in an S-orthonormal basis
-        at those k-points joins the fit; its weight is the one of
+        only if it lowers the validation loss.  With them, the window block of H(k) in the
+        DFT eigenbasis at those k-points joins the fit; its weight is the one of
         :data:`ORTHONORMAL_WEIGHTS` whose readout gives the validation split the smallest
         eigenvalue error at the same k-points, and the result is kept only if that error
-        drops.
+        drops.  A model with the kinetic baseline has its potential v solved for too.
 
         Returns:
             ``before`` and ``after`` validation rows, ``kept``, ``seconds``, and with
