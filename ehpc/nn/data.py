@@ -148,7 +148,6 @@ class Graph:
         def keep64(t):
             return None if t is None else t.to(device=device)
 
-
         def move(t):
             if t is None:
                 return None
