@@ -213,14 +213,17 @@ def cluster_vs_periodic_error(model, atoms, owned, radius):
     return np.abs(flat_local - flat_periodic).max() / np.abs(flat).max()
 
 
-def test_halo_cluster_matches_periodic_prediction(si_model, silicon):
-    """What sharded inference relies on: owned atoms + a receptive-field halo, pbc off."""
+@pytest.mark.parametrize("name", ["si_model", "si_baseline_model"])
+def test_halo_cluster_matches_periodic_prediction(name, silicon, request):
+    """What sharded inference relies on: owned atoms + a receptive-field halo, pbc off
+    (with the kinetic baseline, its integrals in the cluster equal the crystal's)."""
+    model = request.getfixturevalue(name)
     crystal = silicon * (2, 1, 1)
     owned = np.array([1, 2])
-    assert cluster_vs_periodic_error(si_model, crystal, owned, si_model.receptive_field) < TOL
+    assert cluster_vs_periodic_error(model, crystal, owned, model.receptive_field) < TOL
     # the check is sharp: a halo of one cutoff misses atoms that shape the owned blocks
     # (round-off is ~1e-15; the missing second shell shows up many orders above it)
-    assert cluster_vs_periodic_error(si_model, crystal, owned, si_model.cutoff) > 1e-9
+    assert cluster_vs_periodic_error(model, crystal, owned, model.cutoff) > 1e-9
 
 
 def test_blocks_fade_out_at_the_cutoff(mol_model):
