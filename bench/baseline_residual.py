@@ -40,14 +40,12 @@ def main(argv=None) -> int:
     for name in names:
         record = dataset[name]
         pairs = np.asarray(record.atom_pairs)
-        cutoff = float(record.attrs.get("cutoff", 0.0)) or None
         layout = BlockLayout(pairs, dataset.basis.nao_per_atom(record.numbers))
         cell = np.asarray(record.cell)
         pos = np.asarray(record.positions)
         distance = np.linalg.norm(pos[pairs[:, 4]] + pairs[:, :3] @ cell - pos[pairs[:, 3]],
                                   axis=1)
-        t, s = baseline_integrals(dataset.basis, record.numbers, pos, cell, record.pbc, pairs,
-                                  cutoff or float(distance.max()) + 1.0)
+        t, s = baseline_integrals(dataset.basis, record.numbers, pos, cell, record.pbc, pairs)
         rows.append((np.repeat(distance, layout.sizes), record.hamiltonian, t, s))
     distance, h, t, s = (np.concatenate(x) for x in zip(*rows))
     offsite = distance > SHELLS[1]

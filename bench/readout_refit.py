@@ -37,8 +37,8 @@ from ehpc.nn.model import HamiltonianModel
 from ehpc.nn.data import collate
 from ehpc.train.loss import band_eigenvalues, band_target
 from ehpc.train.readout_fit import (
-    ORTHONORMAL_WEIGHTS,
     RIDGE,
+    WINDOW_WEIGHTS,
     fit_readout,
     normal_equations,
     solve_readout,
@@ -79,7 +79,7 @@ def band_scan(model: HamiltonianModel, splits: dict, kpoints: int, weights, band
 
     start = time.perf_counter()
     train = [graph_and_target(r) for r in splits["train"]]
-    elements, orthonormal = normal_equations(model, [(g, [t]) for g, t in train], 1.0)
+    elements, bands = normal_equations(model, [(g, [t]) for g, t in train], 1.0)
     print(f"normal equations at {kpoints} k-points: {time.perf_counter() - start:.0f} s, "
           f"{torch.get_num_threads()} thread(s)")
     held = {k: [graph_and_target(r) for r in v] for k, v in splits.items() if k != "train"}
@@ -94,7 +94,7 @@ def band_scan(model: HamiltonianModel, splits: dict, kpoints: int, weights, band
         path = (stored, atoms, exact_overlap(atoms, model.basis))
     rows = []
     for weight in weights:
-        solve_readout(model, elements, orthonormal, weight, ridge)
+        solve_readout(model, elements, bands, weight, ridge)
         row = {"weight": weight,
                "H_mae_meV": {k: evaluate(model, v)["mae_eV"] * 1e3 for k, v in splits.items()},
                "band_mae_meV": {}}
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ridge", type=float, default=RIDGE)
     parser.add_argument("--kpoints", type=int, default=0,
                         help="also fit the bands near E_F at this many k-points")
-    parser.add_argument("--weights", type=float, nargs="+", default=list(ORTHONORMAL_WEIGHTS),
+    parser.add_argument("--weights", type=float, nargs="+", default=list(WINDOW_WEIGHTS),
                         help="weights of that term to scan (with --kpoints)")
     parser.add_argument("--bands", type=Path,
                         help="an ehpc-evaluate bands.json (its run's band_cell.extxyz beside "

@@ -27,15 +27,14 @@ from ..integrals import IntegralModel
 BASELINES = ("none", "kinetic")
 
 
-def baseline_integrals(basis: Basis, numbers, positions, cell, pbc, pairs: np.ndarray,
-                       cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+def baseline_integrals(basis: Basis, numbers, positions, cell, pbc, pairs: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Exact kinetic and overlap blocks (eV, and dimensionless) of ``pairs``.
 
     Args:
         basis: the orbital basis.
         numbers, positions, cell, pbc: the structure (Å).
         pairs: ``[Rx, Ry, Rz, i, j]`` rows.                            # [n_pairs, 5]
-        cutoff: the model's cutoff (the pairs lie within it).
 
     Returns:
         ``(T, S)`` flat, laid out as ``block_offsets(pairs, nao)``.      # [n_entries] x 2
@@ -43,7 +42,8 @@ def baseline_integrals(basis: Basis, numbers, positions, cell, pbc, pairs: np.nd
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
     blocks = []
     for operator in ("kinetic", "overlap"):
-        _, flat = IntegralModel(basis, operator, cutoff=cutoff).predict(
+        # the cutoff only lists pairs when none are given
+        _, flat = IntegralModel(basis, operator, cutoff=np.inf).predict(
             numbers, positions, cell, pbc, pairs=pairs)
         blocks.append(np.asarray(flat, dtype=np.float64))
     return blocks[0], blocks[1]

@@ -398,7 +398,7 @@ def record_to_graph(record: HamiltonianRecord, cutoff: float, elements, basis: B
     integrals = {}
     if baseline:
         t, s = baseline_integrals(basis, record.numbers, record.positions, record.cell,
-                                  record.pbc, kept, cutoff)
+                                  record.pbc, kept)
         integrals = {"kinetic": torch.as_tensor(t), "overlap": torch.as_tensor(s)}
     return _graph(
         edges, record.positions, kept, record.name,

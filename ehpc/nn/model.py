@@ -652,7 +652,7 @@ class HamiltonianModel(torch.nn.Module):
             flat = flat.detach().cpu().to(torch.float64).numpy()
             if self.uses_baseline:
                 kinetic, overlap = baseline_integrals(self.basis, numbers, positions, cell,
-                                                      pbc, part, self.cutoff)
+                                                      pbc, part)
                 flat = flat + kinetic + float(self.baseline_potential) * overlap
             out.append(flat)
         self.train(was_training)

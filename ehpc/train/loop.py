@@ -64,7 +64,7 @@ from .loss import BandTarget, Loss, band_error_sum, band_target, entry_weights
 from .metrics import ErrorSums, validation_row
 from .optim import LBFGS_HISTORY, LBFGS_ITERATIONS, LevenbergMarquardt
 from .readout_fit import (
-    ORTHONORMAL_WEIGHTS,
+    WINDOW_WEIGHTS,
     NormalEquations,
     normal_equations,
     readout_weights,
@@ -408,7 +408,7 @@ class Trainer:
         Without ``train.readout_kpoints`` the fit is to the matrix elements and is kept
         only if it lowers the validation loss.  With them, the window block of H(k) in the
         DFT eigenbasis at those k-points joins the fit; its weight is the one of
-        :data:`ORTHONORMAL_WEIGHTS` whose readout gives the validation split the smallest
+        :data:`WINDOW_WEIGHTS` whose readout gives the validation split the smallest
         eigenvalue error at the same k-points, and the result is kept only if that error
         drops.  A model with the kinetic baseline has its potential v solved for too.
 
@@ -431,21 +431,20 @@ class Trainer:
         names = self.data.train_names[self.dist.rank :: self.dist.world_size]
         batches = ((self._batch([n])[0], [self._readout_target(n, kpoints)] if kpoints else None)
                    for n in names)
-        elements, orthonormal = normal_equations(model, batches, self.tc.diag_weight)
+        elements, bands = normal_equations(model, batches, self.tc.diag_weight)
         if self.dist.is_distributed:
             elements.reduce(all_reduce)
             if kpoints:
-                orthonormal = orthonormal or NormalEquations.zeros(len(elements.rhs),
-                                                                   model.device)
-                orthonormal.reduce(all_reduce)
+                bands = bands or NormalEquations.zeros(len(elements.rhs), model.device)
+                bands.reduce(all_reduce)
         extra = {}
         if kpoints:
             errors = {}
-            for weight in ORTHONORMAL_WEIGHTS:
-                solve_readout(model, elements, orthonormal, weight)
+            for weight in WINDOW_WEIGHTS:
+                solve_readout(model, elements, bands, weight)
                 errors[weight] = self._band_error(val)
             chosen = min(errors, key=errors.get)  # among equal errors the lightest weight
-            solve_readout(model, elements, orthonormal, chosen)
+            solve_readout(model, elements, bands, chosen)
             extra = {"weight": chosen, "band_mae_meV": (band_before, errors[chosen])}
         else:
             solve_readout(model, elements)

@@ -33,7 +33,7 @@ S(k) makes (diffuse d functions in silicon, min eig S(k) ≈ 0.008 near X), whic
 near E_F depends on.  The term is linear in the readout weights too, so the normal
 equations just gain a second part, ``Σ_k Re(A_kᴴ A_k)``, with ``A_k`` the windowed image
 of each design column.  Its weight relative to the matrix elements is chosen from
-:data:`ORTHONORMAL_WEIGHTS` by the validation split's eigenvalue error at the same
+:data:`WINDOW_WEIGHTS` by the validation split's eigenvalue error at the same
 k-points (:meth:`ehpc.train.loop.Trainer.refit_readout`).
 """
 
@@ -53,12 +53,12 @@ from .loss import BandTarget, entry_weights, hermitian_part
 #: and 1e-4 gave 10.7, 11.0 and 13.1 meV held-out H MAE
 RIDGE = 1.0e-8
 
-#: weights of the windowed H(k) term (per element of the window block, relative to the
-#: matrix-element term per entry) among which validation chooses; on the default silicon
-#: data (baseline model, 216 k-points) 0.01, 0.1 and 1 gave the held-out cell's bands 24,
-#: 14 and 15 meV from its labels, against 52 meV without the term (docs/BENCHMARKS.md,
-#: "The readout against H(k) ...")
-ORTHONORMAL_WEIGHTS = (0.0, 1.0e-2, 3.0e-2, 1.0e-1, 3.0e-1, 1.0, 3.0, 10.0)
+#: weights of the band-window term (per element of the window block, relative to the
+#: matrix-element term per entry) among which validation chooses; on the default run's
+#: model (216 k-points) 0.01, 0.1 and 1 gave the band path 16, 10 and 8.8 meV from the
+#: SCF, against 51 meV without the term, and 10 gave 19 meV (docs/BENCHMARKS.md, "The
+#: kinetic baseline and the band window")
+WINDOW_WEIGHTS = (0.0, 1.0e-2, 3.0e-2, 1.0e-1, 3.0e-1, 1.0, 3.0, 10.0)
 
 #: bytes of the Bloch sums one sparse product may give (k-points are grouped to fit)
 CHUNK_BYTES = 2**28
@@ -171,7 +171,7 @@ def window_vectors(target: BandTarget) -> tuple[torch.Tensor, torch.Tensor]:
     return target.l_inv.transpose(-1, -2).conj() @ (picked * inside[:, None, :]), sizes
 
 
-def _add_orthonormal(equations: NormalEquations, columns: torch.Tensor, residual: torch.Tensor,
+def _add_window(equations: NormalEquations, columns: torch.Tensor, residual: torch.Tensor,
                      target: BandTarget) -> None:
     """Add ``Σ_k |W_k^H (Bloch_k(J w) - Bloch_k(y)) W_k|²`` of one structure, the window
     block of the error in the DFT eigenbasis (:func:`window_vectors`).
@@ -214,24 +214,24 @@ def _add_orthonormal(equations: NormalEquations, columns: torch.Tensor, residual
 @torch.no_grad()
 def normal_equations(model: HamiltonianModel, batches: Iterable, diag_weight: float
                      ) -> tuple[NormalEquations, NormalEquations | None]:
-    """The matrix-element and orthonormal-basis terms of the readout weights, in float64.
+    """The matrix-element and band-window terms of the readout weights, in float64.
 
     Args:
         model: the network, features frozen (its readout weights are restored after).
         batches: ``(graph, targets)`` per training structure: a collated graph on the
             model's device with its blocks as target, and a one-element list with its
-            :class:`BandTarget` for the orthonormal-basis term, or None without it.
+            :class:`BandTarget` for the band-window term, or None without it.
         diag_weight: loss weight of on-site entries.
 
     Returns:
         The matrix-element term (rows weighted by the loss's entry weights) and the
-        orthonormal-basis term (None when no batch had targets).
+        band-window term (None when no batch had targets).
     """
     weights = readout_weights(model)
     saved = [w.detach().clone() for w in weights]
     n_w = sum(w.numel() for w in weights)
     elements = NormalEquations.zeros(n_w, model.device)
-    orthonormal = None
+    bands = None
     try:
         for graph, targets in batches:
             columns, constant = _design(model, graph)
@@ -241,26 +241,26 @@ def normal_equations(model: HamiltonianModel, batches: Iterable, diag_weight: fl
             elements.rhs += columns.T @ (weight * residual)
             elements.count += weight.sum()
             for target in targets or ():
-                if orthonormal is None:
-                    orthonormal = NormalEquations.zeros(n_w, model.device)
-                _add_orthonormal(orthonormal, columns, residual, target.to(model.device))
+                if bands is None:
+                    bands = NormalEquations.zeros(n_w, model.device)
+                _add_window(bands, columns, residual, target.to(model.device))
     finally:
         for w, s in zip(weights, saved):
             w.copy_(s)
-    return elements, orthonormal
+    return elements, bands
 
 
 @torch.no_grad()
 def solve_readout(model: HamiltonianModel, elements: NormalEquations,
-                  orthonormal: NormalEquations | None = None, weight: float = 0.0,
+                  bands: NormalEquations | None = None, weight: float = 0.0,
                   ridge: float = RIDGE) -> None:
     """Set the readout weights to the ridge solution of
     ``|J w - y|²_W / W + weight * |A w - b|² / N`` (each term per row)."""
     gram = elements.gram / elements.count
     rhs = elements.rhs / elements.count
-    if orthonormal is not None and weight > 0:
-        gram = gram + weight * orthonormal.gram / orthonormal.count
-        rhs = rhs + weight * orthonormal.rhs / orthonormal.count
+    if bands is not None and weight > 0:
+        gram = gram + weight * bands.gram / bands.count
+        rhs = rhs + weight * bands.rhs / bands.count
     n_w = len(rhs)
     damping = ridge * float(gram.diagonal().mean())
     solution = torch.linalg.solve(gram + damping * torch.eye(n_w, dtype=gram.dtype,

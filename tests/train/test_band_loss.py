@@ -183,7 +183,7 @@ def in_orthonormal_basis(factor: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("which", ["molecule", "crystal", "crystal with baseline"])
-def test_readout_fit_with_the_orthonormal_term_is_stationary(which, records, crystal):
+def test_readout_fit_with_the_band_window_term_is_stationary(which, records, crystal):
     """``train.readout_kpoints``: the solved readout minimises matrix-element error per
     entry plus ``weight`` times the error of ``U^H L^-1 H(k) L^-H U`` per element of its
     window block (U: DFT eigenvectors; window: the states within CRYSTAL_WINDOW of E_F, or
@@ -251,12 +251,12 @@ def test_readout_fit_with_the_orthonormal_term_is_stationary(which, records, cry
         return np.array(out)
 
     initial = slopes(flat)
-    elements_term, orthonormal = normal_equations(model, [(graph, [target])], diag_weight=1.0)
-    solve_readout(model, elements_term, orthonormal, weight, ridge=1e-14)
+    elements_term, bands = normal_equations(model, [(graph, [target])], diag_weight=1.0)
+    solve_readout(model, elements_term, bands, weight, ridge=1e-14)
     solved = torch.cat([w.detach().reshape(-1) for w in readout_weights(model)])
     at_minimum = objective()
     assert np.abs(slopes(solved)).max() <= 1e-6 * np.abs(initial).max()
-    # and the orthonormal term changed the answer: matrix elements alone give another one
+    # and the band-window term changed the answer: matrix elements alone give another one
     solve_readout(model, elements_term, ridge=1e-14)
     assert objective() > at_minimum * (1 + 1e-6)
 
