@@ -106,8 +106,13 @@ def format_truth(scores: dict) -> str:
     """One line: floor, model and total band errors (meV) of the crystals."""
     parts = [f"{key} {scores[key]['mae_meV']:.1f} (max {scores[key]['max_meV']:.1f})"
              for key in ("floor", "model", "total")]
+    total = scores["total"]
+    frontier = ""
+    if np.isfinite(total["gap_abs_error_meV"]):
+        frontier = ("; total |error| of HOMO %.1f, LUMO %.1f, gap %.1f meV"
+                    % tuple(total[f"{level}_abs_error_meV"] for level in ("homo", "lumo", "gap")))
     return (f"bands within ±2 eV of E_F against the SCF, {scores['n_crystals']} crystal(s), "
-            f"MAE meV: " + ", ".join(parts))
+            f"MAE meV: " + ", ".join(parts) + frontier)
 
 
 def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:

@@ -286,3 +286,10 @@ def test_evaluation_separates_floor_model_and_total(short_record):
     summary = summarise_truth([scores, worse])
     assert summary["n_crystals"] == 2
     assert summary["model"]["max_meV"] == pytest.approx(worse.model[1])
+    # raising the on-site diagonal by 0.1 eV raises a level by 0.1 eV · cᵀc / cᵀSc: both
+    # frontier levels go up, by different amounts
+    homo, lumo = worse.model[2], worse.model[3]
+    assert 30.0 < homo < 1000.0 and 30.0 < lumo < 1000.0 and abs(lumo - homo) > 1.0
+    assert summary["model"]["homo_abs_error_meV"] == pytest.approx(homo / 2)  # mean with 0
+    assert summary["model"]["lumo_abs_error_meV"] == pytest.approx(lumo / 2)
+    assert summary["model"]["gap_abs_error_meV"] == pytest.approx(abs(lumo - homo) / 2)
