@@ -168,10 +168,11 @@ def test_wider_window_on_one_factor_adds_only_the_next_nearest_states():
         wider, residuals, vectors, _ = shifted.solve(17)
         assert len(shifted.found.values) == 17  # 11 more, not 17 again
         assert np.abs(wider - np.sort(by_distance[:17])).max() <= TOL_EIGENVALUE
-        assert residuals.max() <= 1e-6  # SLEPc converges the transformed operator to 1e-8
-        # S-orthonormal eigenvectors of H c = ε S c
+        # Krylov-Schur converges the transformed operator to EIGEN_TOLERANCE = 1e-6
+        assert residuals.max() <= 1e-6
+        # S-orthonormal eigenvectors of H c = ε S c (a pair found twice would be O(1) off)
         assert np.abs(vectors @ s @ vectors.T - np.eye(17)).max() <= 1e-8
-        assert np.abs(vectors @ h @ vectors.T - np.diag(wider)).max() <= 1e-8
+        assert np.abs(vectors @ h @ vectors.T - np.diag(wider)).max() <= 1e-7
         narrower, _, _, _ = shifted.solve(4)  # no new solve: the nearest of those found
         assert len(shifted.found.values) == 17
         assert np.abs(narrower - np.sort(by_distance[:4])).max() <= TOL_EIGENVALUE
