@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from bench_mumps import git_commit  # noqa: E402
 from overlap_tol_sweep import add_shifts  # noqa: E402
 
 from ehpc.cli import write_atomic  # noqa: E402
@@ -58,7 +59,7 @@ def run_one(args, tol: float, tmp: Path) -> dict:
                           env={**os.environ, "PETSC_OPTIONS": options})
     record = {"eps_tol": tol, "supercell": args.supercell, "command": cmd,
               "petsc_options": options, "wall_seconds": time.perf_counter() - start,
-              "returncode": proc.returncode, "load": os.getloadavg()}
+              "returncode": proc.returncode, "load": os.getloadavg(), "commit": git_commit()}
     if proc.returncode != 0:
         record["error"] = (proc.stdout + proc.stderr)[-3000:]
         return record

@@ -32,9 +32,10 @@ ST_PREFIX = "st_"
 ST_INERTIA_DEFAULTS = {"mat_mumps_icntl_13": "1", "mat_mumps_icntl_24": "1"}
 
 #: Krylov-Schur's relative convergence tolerance (SLEPc's own default: 1e-8; ``-eps_tol``
-#: overrides).  On silicon's DFT blocks at 6,656 and 13,000 orbitals it took 14 % and 38 %
-#: fewer triangular solves than 1e-8, with the 40 states near E_F the same to 1e-11 meV
-#: and the same largest residual (docs/BENCHMARKS.md, "SLEPc's tolerance")
+#: overrides).  On silicon's DFT blocks it took 14 % and 38 % fewer triangular solves than
+#: 1e-8 at 6,656 and 13,000 orbitals (none fewer at 30,576), with the 40 states near E_F
+#: the same to 1e-9 meV and residuals of at most 5e-8 (docs/BENCHMARKS.md, "SLEPc's
+#: tolerance")
 EIGEN_TOLERANCE = 1.0e-6
 
 
