@@ -58,11 +58,14 @@ def evaluation_lines(path: Path) -> list[str]:
     truth = m.get("bands_vs_scf")
     if truth:
         lines.append(f"  bands within ±2 eV of E_F against the true SCF ({truth['n_crystals']} "
-                     "crystals), MAE / max meV:")
+                     "crystals), MAE / max meV; |error| of HOMO / LUMO / gap meV:")
         for key, what in (("floor", "labels cut at the cutoff"), ("model", "model vs cut DFT"),
                           ("total", "model vs true SCF")):
-            lines.append(f"    {key:<6} {truth[key]['mae_meV']:9.2f} / {truth[key]['max_meV']:9.2f}"
-                         f"  ({what})")
+            row = truth[key]
+            frontier = " / ".join(f"{row.get(f'{level}_abs_error_meV', float('nan')):.2f}"
+                                  for level in ("homo", "lumo", "gap"))
+            lines.append(f"    {key:<6} {row['mae_meV']:9.2f} / {row['max_meV']:9.2f};  "
+                         f"{frontier}  ({what})")
     bands = report.get("bands")
     if bands:
         lines += [

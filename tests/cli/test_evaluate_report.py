@@ -131,3 +131,18 @@ def test_band_comparison_writes_plot_and_consistent_json(tmp_path):
     assert result["gap_dft_eV"] == pytest.approx(dft[:, 4].min() - dft[:, 3].max())
     assert 0.0 < result["gap_dft_eV"] < 3.0  # silicon: a small gap in a minimal basis
     assert (tmp_path / "bands.png").stat().st_size > 0
+
+
+def test_report_gives_the_frontier_errors_against_the_true_scf(tmp_path):
+    """A crystal's three scores each show MAE / max and the HOMO / LUMO / gap errors."""
+    scores = {key: {"mae_meV": mae, "max_meV": 2 * mae, "homo_abs_error_meV": mae + 0.25,
+                    "lumo_abs_error_meV": mae + 0.5, "gap_abs_error_meV": mae + 0.75}
+              for key, mae in (("floor", 1.0), ("model", 10.0), ("total", 11.0))}
+    metrics = {"n_structures": 1, "n_entries": 10, "h_mae_meV": 3.0, "h_mae_uHa": 110.0,
+               "eigenvalue_mae_meV": 5.0, "gap_mae_eV": 0.001, "occupied_cosine": 0.99,
+               "bands_vs_scf": {"n_crystals": 1, **scores}}
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"split": "test", "metrics": metrics}))
+    text = "\n".join(report_cli.evaluation_lines(path))
+    assert "floor       1.00 /      2.00;  1.25 / 1.50 / 1.75  (labels cut at the cutoff)" in text
+    assert "total      11.00 /     22.00;  11.25 / 11.50 / 11.75  (model vs true SCF)" in text
