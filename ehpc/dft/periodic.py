@@ -232,6 +232,10 @@ def half_mesh(mesh) -> tuple[np.ndarray, np.ndarray]:
     return index / mesh, weights
 
 
+#: memory (bytes) PySCF's pseudopotential buffer may take per batch of k-points
+PP_BUFFER_BYTES = 4 * 2**30
+
+
 def pseudopotential_at_kpts(cell, kpts_abs: np.ndarray) -> np.ndarray:
     """Bloch matrices of the full GTH pseudopotential (local and non-local) at arbitrary k.
 
@@ -247,13 +251,22 @@ def pseudopotential_at_kpts(cell, kpts_abs: np.ndarray) -> np.ndarray:
     from pyscf.pbc.dft.multigrid import multigrid_pair
 
     pair = multigrid_pair.MultiGridNumInt(cell)
-    short_range = np.asarray(pair.get_pp(kpts_abs))  # also caches the long-range vpplocG_part1
+    kpts_abs = np.asarray(kpts_abs).reshape(-1, 3)
+    shape = (len(kpts_abs), cell.nao, cell.nao)
+    # PySCF's three-centre buffer of the short-range part holds every orbital pair times
+    # every atom per k (51 GiB for 216 Si atoms at 8 k-points): k-points go in batches that
+    # keep it under PP_BUFFER_BYTES (all at once for small cells).  The first call also
+    # caches the long-range vpplocG_part1.
+    per_k = 16 * cell.nao * (cell.nao + 1) // 2 * cell.natm  # real and imaginary parts
+    batch = max(1, int(PP_BUFFER_BYTES // per_k))
+    short_range = np.concatenate([
+        np.asarray(pair.get_pp(kpts_abs[start:start + batch])).reshape(-1, *shape[1:])
+        for start in range(0, len(kpts_abs), batch)])
     grid = kpoint_multigrid.MultiGridNumInt(cell)
     if tuple(grid.mesh) != tuple(pair.mesh):
         raise RuntimeError(f"PySCF multigrid meshes differ: {grid.mesh} vs {pair.mesh}")
     long_range = kpoint_multigrid._get_j_pass2(grid, pair.vpplocG_part1, 1, kpts_abs)
-    shape = (len(kpts_abs), cell.nao, cell.nao)
-    return short_range.reshape(shape) + np.asarray(long_range).reshape(shape)
+    return short_range + np.asarray(long_range).reshape(shape)
 
 
 def fock_at_kpts(mf, kpts_abs: np.ndarray) -> np.ndarray:

@@ -193,9 +193,12 @@ def test_reference_bands_of_a_left_handed_cell_match_get_bands(silicon, referenc
     assert bands.n_electrons == 8
 
 
-def test_pseudopotential_matches_pyscf_analytic_route():
-    """Multigrid V_PP(k) equals PySCF's GDF ``get_pp`` at general k (complex blocks)."""
+def test_pseudopotential_matches_pyscf_analytic_route(monkeypatch):
+    """Multigrid V_PP(k) equals PySCF's GDF ``get_pp`` at general k (complex blocks), all
+    k-points at once and one at a time (the batches of a large cell)."""
     from pyscf.pbc import df
+
+    from ehpc.dft import periodic
 
     atoms = bulk("Si", "diamond", a=5.43, cubic=True)
     atoms.rattle(0.1, seed=4)
@@ -205,6 +208,8 @@ def test_pseudopotential_matches_pyscf_analytic_route():
     reference = np.asarray(df.GDF(cell).get_pp(kpts))  # [n_k, nao, nao]
     assert np.abs(reference).max() > 0.1
     assert np.abs(ours - reference).max() < 1e-7
+    monkeypatch.setattr(periodic, "PP_BUFFER_BYTES", 1)  # one k-point per batch
+    assert np.abs(pseudopotential_at_kpts(cell, kpts) - reference).max() < 1e-7
 
 
 # --- the truncation floor each crystal label records -------------------------------------
