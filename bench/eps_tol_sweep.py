@@ -47,7 +47,7 @@ def log_events(text: str) -> dict:
 
 def run_one(args, tol: float, tmp: Path) -> dict:
     """One crystal_table run at ``-eps_tol tol``; the record for the JSON file."""
-    from ehpc.io.results import read_results
+    from ehpc.io.results import RESULTS, read_results
 
     out, log = tmp / f"run_{tol:g}.h5", tmp / f"log_{tol:g}.txt"
     cmd = ["mpirun", "-n", str(args.ranks), sys.executable, str(Path(__file__).parent / "crystal_table.py"),
@@ -65,7 +65,7 @@ def run_one(args, tol: float, tmp: Path) -> dict:
         return record
     res = read_results(out)
     with h5py.File(out, "r") as f:
-        residuals = f["results/residuals"][()]
+        residuals = f[RESULTS]["residuals"][()]
     events = log_events(log.read_text())
     record.update(
         n_orbitals=int(res.attrs["n_orbitals"]),

@@ -255,8 +255,9 @@ def pseudopotential_at_kpts(cell, kpts_abs: np.ndarray) -> np.ndarray:
     shape = (len(kpts_abs), cell.nao, cell.nao)
     # PySCF's three-centre buffer of the short-range part holds every orbital pair times
     # every atom per k (51 GiB for 216 Si atoms at 8 k-points): k-points go in batches that
-    # keep it under PP_BUFFER_BYTES (all at once for small cells).  The first call also
-    # caches the long-range vpplocG_part1.
+    # keep it under PP_BUFFER_BYTES (all at once for small cells).  Each call also
+    # recomputes the long-range vpplocG_part1 (a grid quantity, cheap beside that buffer)
+    # and leaves it on ``pair`` for the long-range part below.
     per_k = 16 * cell.nao * (cell.nao + 1) // 2 * cell.natm  # real and imaginary parts
     batch = max(1, int(PP_BUFFER_BYTES // per_k))
     short_range = np.concatenate([

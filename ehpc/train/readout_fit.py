@@ -172,7 +172,7 @@ def window_vectors(target: BandTarget) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _add_window(equations: NormalEquations, columns: torch.Tensor, residual: torch.Tensor,
-                     target: BandTarget) -> None:
+                target: BandTarget) -> None:
     """Add ``Σ_k |W_k^H (Bloch_k(J w) - Bloch_k(y)) W_k|²`` of one structure, the window
     block of the error in the DFT eigenbasis (:func:`window_vectors`).
 
