@@ -39,7 +39,9 @@ def run_lines(doc: dict) -> list[str]:
 
 def water(doc: dict) -> list[str]:
     h, orb = doc["h_test"], doc["orbitals_test"]
-    lines = ["### Water", "", *run_lines(doc)]
+    title = "### Water" + (f", band-energy loss weight {doc['band_weight']}"
+                           if "band_weight" in doc else "")
+    lines = [title, "", *run_lines(doc)]
     lines += header("metric (test split)", "value")
     lines += [
         row("structures", h["n_structures"]),
@@ -51,6 +53,14 @@ def water(doc: dict) -> list[str]:
                                           f"{orb['eigenvalue_mae_eV'] * EV_TO_MICROHARTREE:.0f} μHa"),
         row(r"occupied orbital similarity \|<c_pred\|S\|c_dft>\|", f"{orb['occupied_cosine']:.5f}"),
     ]
+    if "homo_mae_eV" in orb:  # runs before the HOMO / LUMO errors were recorded lack them
+        lines += [
+            row("HOMO / LUMO / gap MAE", f"{1e3 * orb['homo_mae_eV']:.0f} / "
+                f"{1e3 * orb['lumo_mae_eV']:.0f} / {1e3 * orb['gap_mae_eV']:.0f} meV"),
+            row("LUMO mean signed error; LUMO below DFT's",
+                f"{1e3 * orb['lumo_mean_error_eV']:+.0f} meV; {orb['lumo_below_dft']} of "
+                f"{h['n_structures']} molecules"),
+        ]
     return lines + [""]
 
 

@@ -54,6 +54,24 @@ def test_perturbed_prediction_errors_match_direct_computation(water):
     assert 0.9 < metrics["occupied_cosine"] < 1.0
 
 
+def test_frontier_levels_follow_a_shift_of_h_by_the_overlap(water):
+    """H + c S has the eigenvectors of H and every eigenvalue moved by c: the HOMO and
+    LUMO errors are c (the LUMO's signed mean too) and the gap error 0, whatever the basis."""
+    basis, record = water
+    model = HamiltonianModel(basis, [1, 8], cutoff=4.0, n_layers=1, channels=4)
+    shift = 0.25  # eV
+    errors = compare(model, record, predicted=record.hamiltonian + shift * record.overlap)
+    assert errors.homo_dft < errors.lumo_dft  # water is closed-shell with empty orbitals
+    assert errors.homo_model - errors.homo_dft == pytest.approx(shift, abs=1e-9)
+    assert errors.lumo_model - errors.lumo_dft == pytest.approx(shift, abs=1e-9)
+    metrics = summarise([errors, compare(model, record, predicted=record.hamiltonian
+                                         - 3 * shift * record.overlap)])
+    assert metrics["homo_mae_eV"] == pytest.approx(2 * shift, abs=1e-9)  # (0.25 + 0.75) / 2
+    assert metrics["lumo_mae_eV"] == pytest.approx(2 * shift, abs=1e-9)
+    assert metrics["lumo_mean_error_eV"] == pytest.approx(-shift, abs=1e-9)  # (0.25 - 0.75) / 2
+    assert metrics["gap_mae_eV"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_given_overlap_replaces_the_records(water):
     """With S doubled every eigenvalue halves, so the eigenvalue error halves too."""
     from ehpc.io.layout import gamma_matrix

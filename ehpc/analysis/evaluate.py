@@ -33,12 +33,22 @@ class StructureErrors:
     n_eig: int
     occupied_cosine: float
     fermi_dft: float
-    gap_dft: float
-    gap_model: float
+    homo_dft: float
+    lumo_dft: float  # NaN when every orbital is occupied (HOMO: when none is)
+    homo_model: float
+    lumo_model: float
 
     @property
     def mae(self) -> float:
         return self.abs_error_sum / max(self.n_entries, 1)
+
+    @property
+    def gap_dft(self) -> float:
+        return self.lumo_dft - self.homo_dft
+
+    @property
+    def gap_model(self) -> float:
+        return self.lumo_model - self.homo_model
 
 
 def predict_record(model: BlockPredictor, record: HamiltonianRecord) -> np.ndarray:
@@ -82,7 +92,7 @@ def compare(model: BlockPredictor, record: HamiltonianRecord, predicted: np.ndar
         window = np.arange(len(e_dft)) < n_occ
     # |<c_ml|S|c_dft>| per occupied state: 1 when the predicted orbital is exact
     cosine = np.abs(np.einsum("ik,ij,jk->k", c_ml[:, :n_occ], s, c_dft[:, :n_occ]))
-    gap = lambda e: float(e[n_occ] - e[n_occ - 1]) if n_occ < len(e) else float("nan")  # noqa: E731
+    level = lambda e, i: float(e[i]) if 0 <= i < len(e) else float("nan")  # noqa: E731
     return StructureErrors(
         name=record.name,
         n_entries=len(predicted),
@@ -91,8 +101,10 @@ def compare(model: BlockPredictor, record: HamiltonianRecord, predicted: np.ndar
         n_eig=int(window.sum()),
         occupied_cosine=float(cosine.mean()) if n_occ else float("nan"),
         fermi_dft=float(fermi),
-        gap_dft=gap(e_dft),
-        gap_model=gap(e_ml),
+        homo_dft=level(e_dft, n_occ - 1),
+        lumo_dft=level(e_dft, n_occ),
+        homo_model=level(e_ml, n_occ - 1),
+        lumo_model=level(e_ml, n_occ),
     )
 
 
@@ -119,8 +131,18 @@ def summarise(errors: list[StructureErrors]) -> dict:
         "eigenvalue_mae_eV": eig,
         "eigenvalue_mae_meV": eig * EV_TO_MEV,
         "occupied_cosine": float(np.nanmean([e.occupied_cosine for e in errors])),
-        "gap_mae_eV": float(np.nanmean([abs(e.gap_model - e.gap_dft) for e in errors])),
+        "gap_mae_eV": _nanmean([abs(e.gap_model - e.gap_dft) for e in errors]),
+        "homo_mae_eV": _nanmean([abs(e.homo_model - e.homo_dft) for e in errors]),
+        "lumo_mae_eV": _nanmean([abs(e.lumo_model - e.lumo_dft) for e in errors]),
+        # signed: below zero when the model puts the LUMO too low (narrows the gap)
+        "lumo_mean_error_eV": _nanmean([e.lumo_model - e.lumo_dft for e in errors]),
     }
+
+
+def _nanmean(values: list[float]) -> float:
+    """Mean over the finite values; NaN (without NumPy's warning) when there are none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 #: the three band errors of a crystal, each scored within ±2 eV of the DFT Fermi level

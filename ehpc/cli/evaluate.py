@@ -4,7 +4,7 @@
     ehpc-evaluate ... --band-structure si2.extxyz --kmesh 4 4 4     # + ML vs DFT bands
 
 The output folder gets ``metrics.json`` (H MAE in eV/meV/μHa, eigenvalue MAE, occupied
-cosine, gap error; overall and per structure, see :mod:`ehpc.analysis.evaluate`), and the plot
+cosine, HOMO, LUMO and gap errors; overall and per structure, see :mod:`ehpc.analysis.evaluate`), and the plot
 folder ``parity.png``.  With ``--band-structure`` (a small periodic cell, first frame of
 any file ASE reads) it also runs a PySCF k-point SCF of that cell and writes
 ``bands.png`` and ``bands.json``: along the lattice's standard k-path, the DFT bands,
@@ -89,7 +89,9 @@ def evaluate_records(model, records: list) -> tuple[dict, list[dict], np.ndarray
         dft.append(record.hamiltonian)
         predicted.append(flat)
     rows = [{"name": e.name, "h_mae_meV": e.mae * 1e3, "n_entries": e.n_entries,
-             "gap_dft_eV": e.gap_dft, "gap_model_eV": e.gap_model, "fermi_dft_eV": e.fermi_dft,
+             "homo_dft_eV": e.homo_dft, "homo_model_eV": e.homo_model, "lumo_dft_eV": e.lumo_dft,
+             "lumo_model_eV": e.lumo_model, "gap_dft_eV": e.gap_dft, "gap_model_eV": e.gap_model,
+             "fermi_dft_eV": e.fermi_dft,
              "occupied_cosine": e.occupied_cosine} for e in errors]
     for row, truth in zip(rows, truths):
         if truth is not None:
@@ -206,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
                  title=f"{args.split} split: {len(records)} structures")
     print(f"{PROG}: {args.split}: {len(records)} structures, H MAE "
           f"{metrics['h_mae_meV']:.3f} meV ({metrics['h_mae_uHa']:.1f} μHa), eigenvalue MAE vs the labels' blocks "
-          f"{metrics['eigenvalue_mae_meV']:.3f} meV")
+          f"{metrics['eigenvalue_mae_meV']:.3f} meV" + (
+              f", HOMO / LUMO MAE {metrics['homo_mae_eV'] * 1e3:.1f} / "
+              f"{metrics['lumo_mae_eV'] * 1e3:.1f} meV" if np.isfinite(metrics["lumo_mae_eV"]) else ""))
     if "bands_vs_scf" in metrics:
         print(f"{PROG}: {args.split}: {format_truth(metrics['bands_vs_scf'])}")
     if args.band_structure is not None:

@@ -48,6 +48,9 @@ def evaluation_lines(path: Path) -> list[str]:
         f"  eigenvalue MAE        {m['eigenvalue_mae_meV']:10.3f} meV  (vs the labels' own blocks; "
         "crystals: Γ, S cut too)",
         f"  gap MAE               {m['gap_mae_eV'] * 1e3:10.3f} meV",
+        *([f"  HOMO / LUMO MAE       {m['homo_mae_eV'] * 1e3:10.3f} / "
+           f"{m['lumo_mae_eV'] * 1e3:.3f} meV  (LUMO mean signed error "
+           f"{m['lumo_mean_error_eV'] * 1e3:+.3f} meV)"] if "homo_mae_eV" in m else []),
         f"  occupied cosine       {m['occupied_cosine']:10.5f}",
     ]
     floor = report.get("dataset_floor")

@@ -133,6 +133,16 @@ def test_band_comparison_writes_plot_and_consistent_json(tmp_path):
     assert (tmp_path / "bands.png").stat().st_size > 0
 
 
+def test_report_gives_the_molecular_frontier_errors(tmp_path):
+    metrics = {"n_structures": 2, "n_entries": 10, "h_mae_meV": 3.0, "h_mae_uHa": 110.0,
+               "eigenvalue_mae_meV": 5.0, "gap_mae_eV": 0.5, "occupied_cosine": 0.99,
+               "homo_mae_eV": 0.125, "lumo_mae_eV": 0.75, "lumo_mean_error_eV": -0.625}
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"split": "test", "metrics": metrics}))
+    text = "\n".join(report_cli.evaluation_lines(path))
+    assert "HOMO / LUMO MAE          125.000 / 750.000 meV  (LUMO mean signed error -625.000 meV)" in text
+
+
 def test_report_gives_the_frontier_errors_against_the_true_scf(tmp_path):
     """A crystal's three scores each show MAE / max and the HOMO / LUMO / gap errors."""
     scores = {key: {"mae_meV": mae, "max_meV": 2 * mae, "homo_abs_error_meV": mae + 0.25,
