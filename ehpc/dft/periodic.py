@@ -232,14 +232,14 @@ def half_mesh(mesh) -> tuple[np.ndarray, np.ndarray]:
     return index / mesh, weights
 
 
-#: memory (bytes) PySCF's pseudopotential buffer may take per batch of k-points
+#: memory (bytes) PySCF's pseudopotential buffer may take per call (k-points times atoms)
 PP_BUFFER_BYTES = 4 * 2**30
 
 
 def pseudopotential_at_kpts(cell, kpts_abs: np.ndarray) -> np.ndarray:
     """Bloch matrices of the full GTH pseudopotential (local and non-local) at arbitrary k.
 
-    PySCF's pair multigrid gives the short-range local and the non-local parts at any k;
+    The short-range local and the non-local parts are PySCF's analytic integrals at any k;
     the long-range local part (a smooth potential on the grid) is integrated at k by the
     k-point multigrid.  Together they equal PySCF's analytic GDF ``get_pp`` to ~1e-9 Ha
     (tests/dft/test_periodic_bands.py) at a fraction of its cost for large cells.
@@ -249,25 +249,57 @@ def pseudopotential_at_kpts(cell, kpts_abs: np.ndarray) -> np.ndarray:
     """
     from pyscf.pbc.dft.multigrid import multigrid as kpoint_multigrid
     from pyscf.pbc.dft.multigrid import multigrid_pair
+    from pyscf.pbc.dft.multigrid.pp import _get_vpplocG_part1
 
     pair = multigrid_pair.MultiGridNumInt(cell)
     kpts_abs = np.asarray(kpts_abs).reshape(-1, 3)
     shape = (len(kpts_abs), cell.nao, cell.nao)
     # PySCF's three-centre buffer of the short-range part holds every orbital pair times
-    # every atom per k (51 GiB for 216 Si atoms at 8 k-points): k-points go in batches that
-    # keep it under PP_BUFFER_BYTES (all at once for small cells).  Each call also
-    # recomputes the long-range vpplocG_part1 (a grid quantity, cheap beside that buffer)
-    # and leaves it on ``pair`` for the long-range part below.
-    per_k = 16 * cell.nao * (cell.nao + 1) // 2 * cell.natm  # real and imaginary parts
-    batch = max(1, int(PP_BUFFER_BYTES // per_k))
-    short_range = np.concatenate([
-        np.asarray(pair.get_pp(kpts_abs[start:start + batch])).reshape(-1, *shape[1:])
-        for start in range(0, len(kpts_abs), batch)])
+    # every atom per k, real and imaginary parts (51 GiB for 216 Si atoms at 8 k-points):
+    # k-points, then atoms, go in batches that keep it under PP_BUFFER_BYTES.  Both parts
+    # are sums over atoms, so a batch of atoms is the cell with the others as ghosts.
+    per_atom_k = 16 * cell.nao * (cell.nao + 1) // 2
+    k_batch = max(1, int(PP_BUFFER_BYTES // (per_atom_k * cell.natm)))
+    atom_batch = cell.natm if k_batch > 1 else max(1, int(PP_BUFFER_BYTES // per_atom_k))
+    short_range = np.zeros(shape, dtype=np.complex128)
+    for first in range(0, cell.natm, atom_batch):
+        part = _with_pseudopotentials_on(cell, range(first, min(first + atom_batch, cell.natm)))
+        for k in range(0, len(kpts_abs), k_batch):
+            short_range[k:k + k_batch] += _short_range_pp(part, kpts_abs[k:k + k_batch])
     grid = kpoint_multigrid.MultiGridNumInt(cell)
     if tuple(grid.mesh) != tuple(pair.mesh):
         raise RuntimeError(f"PySCF multigrid meshes differ: {grid.mesh} vs {pair.mesh}")
-    long_range = kpoint_multigrid._get_j_pass2(grid, pair.vpplocG_part1, 1, kpts_abs)
+    long_range = kpoint_multigrid._get_j_pass2(
+        grid, _get_vpplocG_part1(pair, with_rho_core=True), 1, kpts_abs)
     return short_range + np.asarray(long_range).reshape(shape)
+
+
+def _with_pseudopotentials_on(cell, atoms):
+    """``cell`` with the pseudopotentials of ``atoms`` only: the other atoms are ghosts
+    (same basis functions, same order, no pseudopotential, no charge)."""
+    keep = set(atoms)
+    if len(keep) == cell.natm:
+        return cell
+    part = cell.copy(deep=False)
+    part.atom = [(symbol if i in keep else f"ghost-{symbol}", tuple(coords))
+                 for i, (symbol, coords) in enumerate(cell._atom)]
+    part.a = cell.lattice_vectors()  # cell._atom and these are in Bohr
+    part.unit = "Bohr"
+    part.spin = int(cell.atom_charges()[sorted(keep)].sum()) % 2  # PySCF's parity check
+    part.build()
+    if part.nao != cell.nao:
+        raise RuntimeError(f"ghost atoms changed the basis: {part.nao} vs {cell.nao} orbitals")
+    return part
+
+
+def _short_range_pp(cell, kpts_abs: np.ndarray) -> np.ndarray:
+    """The short-range local and the non-local pseudopotential at k (PySCF's analytic
+    integrals, the part the pair multigrid's ``get_pp`` leaves off the grid).  # [n_k, nao, nao]"""
+    from pyscf.pbc.gto.pseudo import pp_int
+
+    local = np.asarray(pp_int.get_pp_loc_part2(cell, kpts_abs)).reshape(len(kpts_abs), cell.nao, cell.nao)
+    nonlocal_ = np.asarray(pp_int.get_pp_nl(cell, kpts_abs)).reshape(local.shape)
+    return local + nonlocal_
 
 
 def fock_at_kpts(mf, kpts_abs: np.ndarray) -> np.ndarray:

@@ -193,12 +193,9 @@ def test_reference_bands_of_a_left_handed_cell_match_get_bands(silicon, referenc
     assert bands.n_electrons == 8
 
 
-def test_pseudopotential_matches_pyscf_analytic_route(monkeypatch):
-    """Multigrid V_PP(k) equals PySCF's GDF ``get_pp`` at general k (complex blocks), all
-    k-points at once and one at a time (the batches of a large cell)."""
+def test_pseudopotential_matches_pyscf_analytic_route():
+    """Multigrid V_PP(k) equals PySCF's GDF ``get_pp`` at general k (complex blocks)."""
     from pyscf.pbc import df
-
-    from ehpc.dft import periodic
 
     atoms = bulk("Si", "diamond", a=5.43, cubic=True)
     atoms.rattle(0.1, seed=4)
@@ -208,8 +205,25 @@ def test_pseudopotential_matches_pyscf_analytic_route(monkeypatch):
     reference = np.asarray(df.GDF(cell).get_pp(kpts))  # [n_k, nao, nao]
     assert np.abs(reference).max() > 0.1
     assert np.abs(ours - reference).max() < 1e-7
-    monkeypatch.setattr(periodic, "PP_BUFFER_BYTES", 1)  # one k-point per batch
-    assert np.abs(pseudopotential_at_kpts(cell, kpts) - reference).max() < 1e-7
+
+
+@pytest.mark.parametrize("atoms_per_call", [3, 1])
+def test_pseudopotential_in_batches_of_k_points_and_atoms(monkeypatch, atoms_per_call):
+    """A large cell's V_PP(k) goes one k-point and a few atoms (the others ghosts) per
+    PySCF call; the pieces add up to the all-at-once matrices, with every atom counted
+    once (an uneven last batch included) and the basis order kept."""
+    from ehpc.dft import periodic
+
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.rattle(0.1, seed=4)
+    cell = build_cell(atoms, BASIS, "si8").cell
+    # the band-mesh points of a label (half-integer k): PySCF's k-point builder is quick there
+    kpts = cell.get_abs_kpts(np.array([[0, 0, 0], [0.5, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0.5]]))
+    whole = pseudopotential_at_kpts(cell, kpts)  # [n_k, nao, nao]
+    assert np.abs(whole[1:] - whole[0]).max(axis=(1, 2)).min() > 1e-2  # each k its own
+    per_atom_and_k = 16 * cell.nao * (cell.nao + 1) // 2
+    monkeypatch.setattr(periodic, "PP_BUFFER_BYTES", atoms_per_call * per_atom_and_k)
+    assert np.abs(pseudopotential_at_kpts(cell, kpts) - whole).max() < 1e-7
 
 
 # --- the truncation floor each crystal label records -------------------------------------
