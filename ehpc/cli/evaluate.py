@@ -4,8 +4,8 @@
     ehpc-evaluate ... --band-structure si2.extxyz --kmesh 4 4 4     # + ML vs DFT bands
 
 The output folder gets ``metrics.json`` (H MAE in eV/meV/μHa, eigenvalue MAE, occupied
-cosine, HOMO, LUMO and gap errors; overall and per structure, see :mod:`ehpc.analysis.evaluate`), and the plot
-folder ``parity.png``.  With ``--band-structure`` (a small periodic cell, first frame of
+cosine, HOMO, LUMO and gap errors; overall and per structure, see
+:mod:`ehpc.analysis.evaluate`), and the plot folder ``parity.png``.  With ``--band-structure`` (a small periodic cell, first frame of
 any file ASE reads) it also runs a PySCF k-point SCF of that cell and writes
 ``bands.png`` and ``bands.json``: along the lattice's standard k-path, the DFT bands,
 the bands of DFT's H(R) cut at the model's cutoff (the best any model with that cutoff
@@ -102,6 +102,14 @@ def evaluate_records(model, records: list) -> tuple[dict, list[dict], np.ndarray
     if against_truth is not None:
         metrics["bands_vs_scf"] = against_truth
     return metrics, rows, np.concatenate(dft), np.concatenate(predicted)
+
+
+def frontier_text(metrics: dict) -> str:
+    """``, HOMO / LUMO MAE a / b meV`` (empty when no structure has an empty orbital)."""
+    if not np.isfinite(metrics["lumo_mae_eV"]):
+        return ""
+    return (f", HOMO / LUMO MAE {metrics['homo_mae_eV'] * 1e3:.1f} / "
+            f"{metrics['lumo_mae_eV'] * 1e3:.1f} meV")
 
 
 def format_truth(scores: dict) -> str:
@@ -208,9 +216,7 @@ def run(args: argparse.Namespace) -> int:
                  title=f"{args.split} split: {len(records)} structures")
     print(f"{PROG}: {args.split}: {len(records)} structures, H MAE "
           f"{metrics['h_mae_meV']:.3f} meV ({metrics['h_mae_uHa']:.1f} μHa), eigenvalue MAE vs the labels' blocks "
-          f"{metrics['eigenvalue_mae_meV']:.3f} meV" + (
-              f", HOMO / LUMO MAE {metrics['homo_mae_eV'] * 1e3:.1f} / "
-              f"{metrics['lumo_mae_eV'] * 1e3:.1f} meV" if np.isfinite(metrics["lumo_mae_eV"]) else ""))
+          f"{metrics['eigenvalue_mae_meV']:.3f} meV" + frontier_text(metrics))
     if "bands_vs_scf" in metrics:
         print(f"{PROG}: {args.split}: {format_truth(metrics['bands_vs_scf'])}")
     if args.band_structure is not None:

@@ -297,8 +297,9 @@ def _short_range_pp(cell, kpts_abs: np.ndarray) -> np.ndarray:
     integrals, the part the pair multigrid's ``get_pp`` leaves off the grid).  # [n_k, nao, nao]"""
     from pyscf.pbc.gto.pseudo import pp_int
 
-    local = np.asarray(pp_int.get_pp_loc_part2(cell, kpts_abs)).reshape(len(kpts_abs), cell.nao, cell.nao)
-    nonlocal_ = np.asarray(pp_int.get_pp_nl(cell, kpts_abs)).reshape(local.shape)
+    shape = (len(kpts_abs), cell.nao, cell.nao)
+    local = np.asarray(pp_int.get_pp_loc_part2(cell, kpts_abs)).reshape(shape)
+    nonlocal_ = np.asarray(pp_int.get_pp_nl(cell, kpts_abs)).reshape(shape)
     return local + nonlocal_
 
 

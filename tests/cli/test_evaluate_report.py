@@ -53,7 +53,10 @@ def test_evaluate_writes_the_metrics_of_the_held_out_split(water_set, tmp_path, 
     for key in ("h_mae_eV", "eigenvalue_mae_eV", "occupied_cosine", "gap_mae_eV"):
         assert report["metrics"][key] == pytest.approx(expected[key], rel=1e-10), key
     assert (tmp_path / "plots" / "parity.png").stat().st_size > 0
-    assert "H MAE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "H MAE" in out
+    assert (f"HOMO / LUMO MAE {report['metrics']['homo_mae_eV'] * 1e3:.1f} / "
+            f"{report['metrics']['lumo_mae_eV'] * 1e3:.1f} meV") in out
 
 
 @pytest.mark.parametrize("argv, message", [
