@@ -139,10 +139,11 @@ def summarise(errors: list[StructureErrors]) -> dict:
     }
 
 
-def _nanmean(values: list[float]) -> float:
+def _nanmean(values) -> float:
     """Mean over the finite values; NaN (without NumPy's warning) when there are none."""
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 #: the three band errors of a crystal, each scored within ±2 eV of the DFT Fermi level
@@ -204,7 +205,5 @@ def summarise_truth(scores: list[TruthErrors]) -> dict | None:
         out[key] = {"mae_meV": float(np.nanmean(rows[:, 0])),
                     "max_meV": float(np.nanmax(rows[:, 1]))}
         for column, level in ((2, "homo"), (3, "lumo"), (4, "gap")):
-            shifts = np.abs(rows[:, column])  # [n]
-            out[key][f"{level}_abs_error_meV"] = (float(np.nanmean(shifts))
-                                                  if np.isfinite(shifts).any() else float("nan"))
+            out[key][f"{level}_abs_error_meV"] = _nanmean(np.abs(rows[:, column]))
     return out

@@ -5,13 +5,13 @@
 
 The output folder gets ``metrics.json`` (H MAE in eV/meV/μHa, eigenvalue MAE, occupied
 cosine, HOMO, LUMO and gap errors; overall and per structure, see
-:mod:`ehpc.analysis.evaluate`), and the plot folder ``parity.png``.  With ``--band-structure`` (a small periodic cell, first frame of
-any file ASE reads) it also runs a PySCF k-point SCF of that cell and writes
-``bands.png`` and ``bands.json``: along the lattice's standard k-path, the DFT bands,
-the bands of DFT's H(R) cut at the model's cutoff (the best any model with that cutoff
-can do), and the model's bands.  The model's bands use its predicted H(R) and the exact
-overlap S(R); the DFT bands use neither a cutoff nor the model.  Every file is written
-atomically.
+:mod:`ehpc.analysis.evaluate`), and the plot folder ``parity.png``.  With
+``--band-structure`` (a small periodic cell, first frame of any file ASE reads) it also
+runs a PySCF k-point SCF of that cell and writes ``bands.png`` and ``bands.json``: along
+the lattice's standard k-path, the DFT bands, the bands of DFT's H(R) cut at the model's
+cutoff (the best any model with that cutoff can do), and the model's bands.  The
+model's bands use its predicted H(R) and the exact overlap S(R); the DFT bands use
+neither a cutoff nor the model.  Every file is written atomically.
 """
 
 from __future__ import annotations
