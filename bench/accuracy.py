@@ -280,7 +280,8 @@ def label_cell(atoms, basis, cutoff: float, kmesh, name: str, path: Path) -> dic
         return json.loads(info.read_text())
     start = time.perf_counter()
     pcell = build_cell(atoms, basis, name)
-    mf = run_krks(pcell, XC, kmesh, name)
+    chk = path.with_suffix(".chk")  # a rerun after a late failure starts from its orbitals
+    mf = run_krks(pcell, XC, kmesh, name, chkfile=chk)
     scf = time.perf_counter() - start
     record = crystal_record(atoms, basis, mf, pcell, cutoff, name, XC, kmesh)
     total = time.perf_counter() - start
@@ -291,6 +292,7 @@ def label_cell(atoms, basis, cutoff: float, kmesh, name: str, path: Path) -> dic
            "scf_cycles": record.attrs.get("scf_cycles"), "homo_eV": record.attrs.get("homo"),
            "lumo_eV": record.attrs.get("lumo"), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     write(info, doc)  # written last: its presence marks the label as finished
+    chk.unlink(missing_ok=True)
     return doc
 
 

@@ -44,6 +44,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -116,7 +117,8 @@ def build_cell(atoms: Atoms, basis: Basis, name: str, precision: float | None = 
 
 
 def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = SCF_CONV_TOL,
-             max_cycle: int = SCF_MAX_CYCLE, smearing: Smearing | None = None):
+             max_cycle: int = SCF_MAX_CYCLE, smearing: Smearing | None = None,
+             chkfile: Path | None = None):
     """Converged k-point restricted Kohn-Sham object with the multigrid integrator.
 
     A Γ-only mesh runs as a real-arithmetic RKS with PySCF's pair multigrid, about five
@@ -131,6 +133,9 @@ def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = SCF_
         conv_tol: SCF energy tolerance in Hartree.
         max_cycle: SCF iteration limit.
         smearing: fractional occupations (metals, semimetals); integer ones if None.
+        chkfile: PySCF checkpoint, written every cycle; when it already exists the SCF
+            starts from its orbitals, so a rerun after a later failure converges in a
+            few cycles instead of repeating the whole SCF.
 
     Raises:
         SCFNotConverged: the SCF did not reach ``conv_tol`` in ``max_cycle`` cycles.
@@ -148,7 +153,12 @@ def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = SCF_
         mf = smearing.apply(mf)
     mf.conv_tol = conv_tol
     mf.max_cycle = max_cycle
-    mf.kernel()
+    dm0 = None
+    if chkfile is not None:
+        if Path(chkfile).is_file():
+            dm0 = mf.from_chk(str(chkfile))
+        mf.chkfile = str(chkfile)
+    mf.kernel(dm0)
     check_converged(mf, name, conv_tol, max_cycle)
     if smearing is not None:  # the chemical potential of the converged levels
         mf.mu = smearing.chemical_potential(mf.mo_energy, cell.nelectron)

@@ -59,3 +59,25 @@ def test_gamma_route_gives_the_same_levels(both_routes):
         assert fast.attrs[key] == pytest.approx(reference.attrs[key], abs=1e-3), key
     assert fast.attrs["energy"] == pytest.approx(reference.attrs["energy"], abs=1e-5 * HARTREE_TO_EV)
     assert fast.attrs["converged"] and fast.attrs["scf_cycles"] > 0
+
+
+def test_a_rerun_starts_from_the_checkpoint(tmp_path):
+    """The SCF's checkpoint lets a rerun (after a failure past the SCF) skip the SCF.
+
+    The rattled 8-atom cell needs a few cycles from PySCF's default guess (the primitive
+    cell converges in one, which would prove nothing).
+    """
+    cubic = bulk("Si", "diamond", a=5.43, cubic=True)
+    cubic.positions += np.random.default_rng(4).normal(scale=0.05, size=cubic.positions.shape)
+    chk = tmp_path / "si8.chk"
+
+    def scf():
+        return run_krks(build_cell(cubic, BASIS, "si8"), XC, (1, 1, 1), "si8", conv_tol=1e-9,
+                        chkfile=chk)
+
+    first = scf()
+    assert chk.is_file()
+    rerun = scf()
+    assert first.cycles > 2 and rerun.cycles <= 2, (first.cycles, rerun.cycles)
+    assert rerun.e_tot == pytest.approx(first.e_tot, abs=1e-8)
+    np.testing.assert_allclose(rerun.mo_energy[0], first.mo_energy[0], atol=1e-5)
