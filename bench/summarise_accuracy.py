@@ -64,12 +64,14 @@ def water(doc: dict) -> list[str]:
     return lines + [""]
 
 
-def silicon(doc: dict) -> list[str]:
-    test, bands8 = doc["h_test_8atom"], doc["bands_test_8atom"]
-    lines = ["### Silicon", "", f"{doc['level']}, band-energy loss weight "
-             f"{doc.get('band_weight', 0.0)}", "", *run_lines(doc)]
+def crystal(doc: dict) -> list[str]:
+    test, bands8, atoms = doc["h_test"], doc["bands_test"], doc["training_cell_atoms"]
+    smearing = f", smearing {doc['smearing']}" if doc.get("smearing") else ""
+    lines = [f"### {doc['system'].capitalize()}", "", f"{doc['level']}{smearing}, band-energy "
+             f"loss weight {doc.get('band_weight', 0.0)}", "", *run_lines(doc)]
     lines += header("cell", "atoms", "H MAE (meV)", "on / off-site (meV)")
-    lines.append(row("held-out 8-atom cells", f"{test['n_structures']} × 8", f"{test['mae_meV']:.1f}",
+    lines.append(row(f"held-out {atoms}-atom cells", f"{test['n_structures']} × {atoms}",
+                     f"{test['mae_meV']:.1f}",
                      f"{1e3 * test['onsite_mae_eV']:.1f} / {1e3 * test['offsite_mae_eV']:.1f}"))
     for cell in doc["transfer"]:
         h = cell["h"]
@@ -79,7 +81,7 @@ def silicon(doc: dict) -> list[str]:
               "cutoff vs SCF, model = model vs cut DFT, total = model vs SCF.", ""]
     lines += header("cell", "floor MAE / max", "model MAE / max", "total MAE / max",
                     "total gap error")
-    lines.append(row("held-out 8-atom cells",
+    lines.append(row(f"held-out {atoms}-atom cells",
                      *[f"{bands8[k]['mae_meV']:.1f} / {bands8[k]['max_meV']:.1f}"
                        for k in ("floor", "model", "total")],
                      f"{bands8['total']['gap_abs_error_meV']:.1f} (mean abs)"))
@@ -98,7 +100,7 @@ def silicon(doc: dict) -> list[str]:
                          f"{cell['speedup_vs_scf']:,.0f}×"))
     lines += ["", *header("throughput cell", "atoms", "edges", "seconds", "atoms/s", "edges/s")]
     for t in doc["throughput"]:
-        lines.append(row(f"Si {t['n_atoms']}", t["n_atoms"], f"{t['n_edges']:,}",
+        lines.append(row(f"{doc['system']} {t['n_atoms']}", t["n_atoms"], f"{t['n_edges']:,}",
                          f"{t['seconds']:.3f}", f"{t['atoms_per_s']:.0f}", f"{t['edges_per_s']:,.0f}"))
     return lines + [""]
 
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for path in args.results:
         doc = json.loads(path.read_text())
-        print("\n".join(water(doc) if doc["system"] == "water" else silicon(doc)))
+        print("\n".join(water(doc) if doc["system"] == "water" else crystal(doc)))
     return 0
 
 
