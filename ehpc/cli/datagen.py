@@ -37,6 +37,8 @@ from . import CLIError, check_xc, run_main, summary, write_atomic
 
 PROG = "ehpc-datagen"
 FAILED_SUFFIX = ".failed.json"
+#: a crystal's PySCF SCF checkpoint in the output folder, deleted once its label is written
+CHECKPOINT_SUFFIX = ".scf.chk"
 #: Å: a finished label is reused only for positions and cell this close to the structure's
 GEOMETRY_TOL = 1e-6
 HESSIAN_CACHE = ".hessians"
@@ -190,6 +192,7 @@ def label_one(atoms: Atoms, args: argparse.Namespace, basis: Basis, where: str =
     name = atoms.info["name"]
     path = args.out_dir / f"{name}.h5"
     failed = args.out_dir / f"{name}{FAILED_SUFFIX}"
+    checkpoint = args.out_dir / f"{name}{CHECKPOINT_SUFFIX}"  # a crystal's SCF, kept until done
     where = f"{name}: {where}," if where else f"{name}:"
     if path.is_file():
         problem = _finished_problem(path, atoms, args, basis)
@@ -204,7 +207,8 @@ def label_one(atoms: Atoms, args: argparse.Namespace, basis: Basis, where: str =
         floor_tol = None if args.allow_large_floor else args.floor_tol
         record = label_structure(atoms, basis, args.xc, args.cutoff, name, kmesh=tuple(args.kmesh),
                                  conv_tol=args.conv_tol, max_cycle=args.max_cycle,
-                                 smearing=args.smearing, floor_tol=floor_tol)
+                                 smearing=args.smearing, floor_tol=floor_tol,
+                                 chkfile=checkpoint)
         if record.attrs.get("converged") is False:
             raise SCFNotConverged(f"{name}: SCF not converged")
     except (SCFNotConverged, np.linalg.LinAlgError) as err:
@@ -216,6 +220,7 @@ def label_one(atoms: Atoms, args: argparse.Namespace, basis: Basis, where: str =
     with DatasetWriter(path, basis, args.xc, code="pyscf", code_version=pyscf_version()) as writer:
         writer.write(record)
     failed.unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
     progress(f"{where} done in {time.perf_counter() - start:.1f} s, {end_summary(record.attrs)}")
     return "done"
 

@@ -155,7 +155,7 @@ def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = SCF_
     mf.max_cycle = max_cycle
     dm0 = None
     if chkfile is not None:
-        if Path(chkfile).is_file():
+        if _checkpoint_fits(chkfile, cell):
             dm0 = mf.from_chk(str(chkfile))
         mf.chkfile = str(chkfile)
     mf.kernel(dm0)
@@ -163,6 +163,20 @@ def run_krks(pcell: PySCFCell, xc: str, kmesh, name: str, conv_tol: float = SCF_
     if smearing is not None:  # the chemical potential of the converged levels
         mf.mu = smearing.chemical_potential(mf.mo_energy, cell.nelectron)
     return _gamma_as_krks(mf, xc) if gamma_only else mf
+
+
+def _checkpoint_fits(chkfile, cell) -> bool:
+    """Whether ``chkfile`` holds orbitals of this cell's size (a guess from another
+    structure of the same name would be projected or fail, so it is started afresh)."""
+    from pyscf import lib
+
+    if not Path(chkfile).is_file():
+        return False
+    try:
+        mo_coeff = lib.chkfile.load(str(chkfile), "scf/mo_coeff")
+    except (OSError, KeyError):
+        return False
+    return mo_coeff is not None and np.shape(mo_coeff)[-2] == cell.nao_nr()
 
 
 def _gamma_as_krks(mf, xc: str):
@@ -525,6 +539,7 @@ def label_crystal(
     alias_tol: float = ALIAS_TOL,
     smearing: Smearing | None = None,
     floor_tol: float | None = None,
+    chkfile: Path | None = None,
 ) -> HamiltonianRecord:
     """H(R) (eV) and S(R) blocks of every atom pair closer than ``cutoff`` Å in a crystal.
 
@@ -542,6 +557,8 @@ def label_crystal(
         smearing: fractional occupations for metals and semimetals.
         floor_tol: largest truncation floor (max band error within 2 eV of E_F, meV)
             accepted; None accepts any (the floor is still measured and stored).
+        chkfile: SCF checkpoint (see :func:`run_krks`): a rerun after the job was killed
+            or failed past the SCF continues from the orbitals it holds.
 
     Raises:
         SCFNotConverged: the SCF did not reach ``conv_tol`` in ``max_cycle`` cycles.
@@ -550,7 +567,7 @@ def label_crystal(
     """
     start = time.perf_counter()
     pcell = build_cell(atoms, basis, name, precision)
-    mf = run_krks(pcell, xc, kmesh, name, conv_tol, max_cycle, smearing)
+    mf = run_krks(pcell, xc, kmesh, name, conv_tol, max_cycle, smearing, chkfile)
     return crystal_record(atoms, basis, mf, pcell, cutoff, name, xc, kmesh, alias_tol, start,
                           floor_tol=floor_tol, smearing=smearing)
 

@@ -128,3 +128,44 @@ def test_spec_molecules_reuse_cached_hessian(tmp_path, capsys):
     assert datagen.main(argv) == 0
     assert "0 done, 2 skipped, 0 failed" in capsys.readouterr().out
     assert cached.stat().st_mtime_ns == stamp
+
+
+def test_a_crystal_rerun_continues_from_the_scf_checkpoint(tmp_path, capsys):
+    """A crystal job killed after (part of) its SCF leaves ``NAME.scf.chk``; the rerun
+    starts from those orbitals, and a checkpoint of another cell size is not used."""
+    from ase.build import bulk
+
+    from ehpc.basis import Basis
+    from ehpc.dft.periodic import build_cell, run_krks
+    from ehpc.units import HARTREE_TO_EV
+
+    cubic = bulk("Si", "diamond", a=5.43, cubic=True)
+    cubic.positions += np.random.default_rng(4).normal(scale=0.05, size=cubic.positions.shape)
+    cubic.info["name"] = "si8"
+    path = tmp_path / "si8.extxyz"
+    ase.io.write(path, [cubic], format="extxyz")
+    out = tmp_path / "labels"
+    out.mkdir()
+    checkpoint = out / f"si8{datagen.CHECKPOINT_SUFFIX}"
+    argv = ["--structures", str(path), "--basis", "gth-szv", "--xc", "pbe", "--cutoff", "4.0",
+            "--conv-tol", "1e-9", "--allow-large-floor", "--out-dir", str(out)]
+
+    def cycles() -> int:
+        assert datagen.main(argv) == 0
+        line = [x for x in capsys.readouterr().err.splitlines() if "si8: done" in x or " done in " in x]
+        assert line, "no 'done' line"
+        return int(line[-1].split(" SCF cycles")[0].rsplit(" ", 1)[-1])
+
+    other = bulk("Si", "diamond", a=5.43)  # a 2-atom cell's orbitals under the same name
+    run_krks(build_cell(other, Basis("gth-szv"), "si2"), "pbe", (1, 1, 1), "si2", chkfile=checkpoint)
+    fresh = cycles()
+    assert fresh > 2 and not checkpoint.exists()
+    energy = Dataset(out / "si8.h5")["si8"].attrs["energy"]
+
+    (out / "si8.h5").unlink()  # as if killed after the SCF: its checkpoint is left
+    mf = run_krks(build_cell(cubic, Basis("gth-szv"), "si8"), "pbe", (1, 1, 1), "si8",
+                  conv_tol=1e-9, chkfile=checkpoint)
+    assert mf.e_tot * HARTREE_TO_EV == pytest.approx(energy, abs=1e-6)
+    assert cycles() <= 2 < fresh
+    assert not checkpoint.exists()
+    assert Dataset(out / "si8.h5")["si8"].attrs["energy"] == pytest.approx(energy, abs=1e-6)
