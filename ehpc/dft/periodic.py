@@ -56,6 +56,7 @@ from ..units import HARTREE_TO_EV, pyscf_bohr_to_angstrom
 from .blocks import gather_blocks, make_record, pair_list
 from .floor import (TruncationFloor, band_error, check_floor, floor_kpoints, generalised_bands,
                     measure_floor)
+from .local_potential import local_potential_g, matrices_at_kpts
 from .scf import (SCF_CONV_TOL, SCF_MAX_CYCLE, Smearing, check_converged, check_orbital_count,
                   pyscf_atoms, scf_attrs)
 
@@ -271,12 +272,18 @@ def pseudopotential_at_kpts(cell, kpts_abs: np.ndarray) -> np.ndarray:
     Returns:
         ``V_PP(k)`` in Hartree.                              # [n_k, nao, nao]
     """
-    from pyscf.pbc.dft.multigrid import multigrid as kpoint_multigrid
     from pyscf.pbc.dft.multigrid import multigrid_pair
     from pyscf.pbc.dft.multigrid.pp import _get_vpplocG_part1
 
     pair = multigrid_pair.MultiGridNumInt(cell)
     kpts_abs = np.asarray(kpts_abs).reshape(-1, 3)
+    return (short_range_pseudopotential(cell, kpts_abs)
+            + matrices_at_kpts(cell, _get_vpplocG_part1(pair, with_rho_core=True), kpts_abs))
+
+
+def short_range_pseudopotential(cell, kpts_abs: np.ndarray) -> np.ndarray:
+    """The short-range local and the non-local GTH pseudopotential at k, in Hartree, with
+    its PySCF buffer within ``PP_BUFFER_BYTES``.                   # [n_k, nao, nao]"""
     shape = (len(kpts_abs), cell.nao, cell.nao)
     # PySCF's three-centre buffer of the short-range part holds every orbital pair times
     # every atom per k, real and imaginary parts (51 GiB for 216 Si atoms at 8 k-points):
@@ -290,12 +297,7 @@ def pseudopotential_at_kpts(cell, kpts_abs: np.ndarray) -> np.ndarray:
         part = _with_pseudopotentials_on(cell, range(first, min(first + atom_batch, cell.natm)))
         for k in range(0, len(kpts_abs), k_batch):
             short_range[k:k + k_batch] += _short_range_pp(part, kpts_abs[k:k + k_batch])
-    grid = kpoint_multigrid.MultiGridNumInt(cell)
-    if tuple(grid.mesh) != tuple(pair.mesh):
-        raise RuntimeError(f"PySCF multigrid meshes differ: {grid.mesh} vs {pair.mesh}")
-    long_range = kpoint_multigrid._get_j_pass2(
-        grid, _get_vpplocG_part1(pair, with_rho_core=True), 1, kpts_abs)
-    return short_range + np.asarray(long_range).reshape(shape)
+    return short_range
 
 
 def _with_pseudopotentials_on(cell, atoms):
@@ -338,13 +340,12 @@ def fock_at_kpts(mf, kpts_abs: np.ndarray) -> np.ndarray:
         ``H(k)`` in Hartree.                                # [n_k, nao, nao]
     """
     cell = mf.cell
+    kpts_abs = np.asarray(kpts_abs).reshape(-1, 3)
     kinetic = np.asarray(cell.pbc_intor("int1e_kin", hermi=1, kpts=kpts_abs))  # [n_k, nao, nao]
-    pseudo = pseudopotential_at_kpts(cell, kpts_abs)  # [n_k, nao, nao]
-    density = mf.make_rdm1()  # [n_k_scf, nao, nao]
-    veff = np.asarray(
-        mf.get_veff(cell, density, kpts=mf.kpts, kpts_band=kpts_abs)
-    )  # [n_k, nao, nao]
-    return (kinetic + pseudo + veff).reshape(len(kpts_abs), cell.nao, cell.nao)
+    kinetic = kinetic.reshape(len(kpts_abs), cell.nao, cell.nao)
+    # Hartree, XC and the long-range local pseudopotential: one potential on the grid
+    local = matrices_at_kpts(cell, local_potential_g(mf), kpts_abs)  # [n_k, nao, nao]
+    return kinetic + short_range_pseudopotential(cell, kpts_abs) + local
 
 
 class RealSpaceFock:

@@ -13,6 +13,7 @@ from ase.build import bulk
 from ehpc.analysis.bands import band_energies, bloch_matrix
 from ehpc.basis import Basis
 from ehpc.dft import label_structure
+from ehpc.dft.local_potential import local_potential_g, matrices_at_kpts
 from ehpc.dft.periodic import (band_kmesh, build_cell, crystal_record, half_mesh,
                                pseudopotential_at_kpts, run_krks)
 from ehpc.io.dataset import HamiltonianRecord, block_offsets
@@ -312,3 +313,24 @@ def test_evaluation_separates_floor_model_and_total(short_record):
     assert summary["model"]["homo_abs_error_meV"] == pytest.approx(homo / 2)  # mean with 0
     assert summary["model"]["lumo_abs_error_meV"] == pytest.approx(lumo / 2)
     assert summary["model"]["gap_abs_error_meV"] == pytest.approx(abs(lumo - homo) / 2)
+
+
+def test_local_potential_in_slices_equals_the_whole_integral(scf, monkeypatch):
+    """The memory-bounded multigrid integral (bra shells in slices, k-points one at a
+    time) gives the same matrices as PySCF's single call."""
+    from pyscf.pbc.dft.multigrid import multigrid
+
+    pcell, mf = scf
+    cell = pcell.cell
+    kpts = cell.get_abs_kpts(KPTS[:3])
+    calls = []
+    whole_eval_mat = multigrid.eval_mat
+    monkeypatch.setattr(multigrid, "eval_mat",
+                        lambda *a, **k: calls.append(1) or whole_eval_mat(*a, **k))
+    potential = local_potential_g(mf)
+    whole = matrices_at_kpts(cell, potential, kpts)
+    n_whole = len(calls)
+    sliced = matrices_at_kpts(cell, potential, kpts, max_bytes=2**18)
+    assert len(calls) - n_whole > 3 * n_whole  # it did slice
+    assert np.abs(whole).max() > 0.1
+    np.testing.assert_allclose(sliced, whole, rtol=0, atol=1e-12)
