@@ -5,18 +5,16 @@ potential v(r) on PySCF's multigrid mesh.  ``local_potential_g`` builds it once 
 converged density; ``matrices_at_kpts`` integrates it against the Bloch orbital pairs at
 any k with PySCF's k-point multigrid.
 
-That integration (``multigrid.eval_mat``) fills a real buffer of every lattice image times
-every pair of primitive Cartesian functions, then a complex copy of it: 38 GB for the
-first copy alone at 216 Si atoms in gth-dzvp-molopt-sr (63 images, 8,640 primitives).
-``matrices_at_kpts`` therefore takes the k-points in batches and, for the duration of the
-call, has ``eval_mat`` work on slices of its first shell range, each within the budget.
-The slices are rows of the same matrix, so the result is unchanged
-(tests/dft/test_periodic_bands.py compares it with the unsliced call).
+PySCF's own integration (``multigrid._get_j_pass2``) calls ``eval_mat`` on all primitive
+pairs at once, which fills a real buffer of every lattice image times every pair of
+primitive Cartesian functions, then a complex copy of it: 38 GB for the first copy alone
+at 216 Si atoms in gth-dzvp-molopt-sr (63 images, 8,640 primitives).  The same algorithm
+here calls it on slices of bra shells within a budget, for all k-points at once (the
+collocation over images does not depend on k), and contracts each slice to the basis at
+once (tests/dft/test_periodic_bands.py compares it with PySCF's call).
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -71,62 +69,63 @@ def local_potential_g(mf) -> np.ndarray:
 def matrices_at_kpts(cell, potential_g: np.ndarray, kpts_abs: np.ndarray,
                      max_bytes: int = LOCAL_BUFFER_BYTES) -> np.ndarray:
     """``<φ_i^k| v |φ_j^k>`` of a local potential given as :func:`local_potential_g`
-    returns it, in Hartree.                                       # [n_k, nao, nao]"""
+    returns it, in Hartree.                                       # [n_k, nao, nao]
+
+    PySCF's multigrid tasks, each a grid level with its compact ("dense") and diffuse
+    shells.  The diffuse level is integrated on its uniform grid; on every other level
+    the primitive Cartesian pairs are collocated over the lattice images once per slice
+    of bra shells for all k-points together, and each slice is contracted to the
+    basis at once, so no buffer holds all primitive pairs.
+    """
+    import scipy.linalg
+    from pyscf.lib import logger
+    from pyscf.pbc import gto, tools
+    from pyscf.pbc.df import fft
     from pyscf.pbc.dft.multigrid import multigrid
 
     grid = multigrid.MultiGridNumInt(cell)
     kpts_abs = np.asarray(kpts_abs).reshape(-1, 3)
-    primitives = cell.npgto_nr(cart=True)
-    per_kpt = 3 * 16 * primitives**2  # pass 2's complex [k, primitive, primitive] and copies
-    k_batch = max(1, int(max_bytes // per_kpt))
-    out = np.empty((len(kpts_abs), cell.nao, cell.nao), dtype=np.complex128)
-    with _eval_mat_in_slices(max_bytes):
-        for k in range(0, len(kpts_abs), k_batch):
-            part = multigrid._get_j_pass2(grid, potential_g, 1, kpts_abs[k:k + k_batch])
-            out[k:k + k_batch] = np.asarray(part).reshape(-1, cell.nao, cell.nao)
+    n_k = len(kpts_abs)
+    potential_g = np.asarray(potential_g).reshape(grid.mesh)
+    out = np.zeros((n_k, cell.nao, cell.nao), dtype=np.complex128)
+    tasks = multigrid.multi_grids_tasks(cell, grid.mesh, logger.new_logger(cell, 0))
+    for dense, sparse in tasks:
+        mesh = dense.mesh
+        freq = [np.fft.fftfreq(m, 1.0 / m).astype(int) for m in mesh]
+        level_g = potential_g[np.ix_(*freq)].reshape(1, -1)  # this level's G vectors
+        v_r = np.ascontiguousarray(tools.ifft(level_g, mesh).real)  # [1, n_grid]
+        bra = dense.ao_idx
+        if sparse is None:  # the most diffuse functions: the plain uniform-grid integral
+            for ao_etc, p0, p1 in fft.FFTDF(cell, kpts=kpts_abs).aoR_loop(dense, kpts_abs):
+                ao = ao_etc[0]  # [n_k, n_points, n_bra]
+                for k in range(n_k):
+                    out[k][np.ix_(bra, bra)] += ao[k].conj().T @ (v_r[0, p0:p1, None] * ao[k])
+            continue
+        ket = sparse.ao_idx
+        h_cell, h_coeff = dense.cell.decontract_basis(to_cart=True, aggregate=True)
+        l_cell, l_coeff = sparse.cell.decontract_basis(to_cart=True, aggregate=True)
+        t_cell = h_cell + l_cell
+        t_coeff = scipy.linalg.block_diag(h_coeff, l_coeff)  # [n_prim_t, n_bra + n_ket]
+        prim_loc = h_cell.ao_loc_nr(cart=True)
+        n_images = len(gto.eval_gto.get_lattice_Ls(t_cell, dimension=3))
+        per_row = (24 * n_images + 16 * n_k) * len(t_coeff)  # bytes per bra primitive
+        rows = max(1, int(max_bytes // per_row))
+        block = np.zeros((n_k, len(bra), t_coeff.shape[1]), dtype=np.complex128)
+        start = 0
+        while start < h_cell.nbas:
+            stop = start + 1
+            while stop < h_cell.nbas and prim_loc[stop + 1] - prim_loc[start] <= rows:
+                stop += 1
+            vp = np.asarray(multigrid.eval_mat(t_cell, v_r, (start, stop, 0, t_cell.nbas), 1, 0,
+                                               "LDA", kpts_abs))
+            vp = vp.reshape(n_k, -1, len(t_coeff))  # [n_k, slice primitives, n_prim_t]
+            block += np.einsum("kpq,pi,qj->kij", vp, h_coeff[prim_loc[start]:prim_loc[stop]],
+                               t_coeff, optimize=True)
+            start = stop
+        n_bra = len(bra)
+        out[:, bra[:, None], bra] += block[:, :, :n_bra]
+        out[:, bra[:, None], ket] += block[:, :, n_bra:]
+        out[:, ket[:, None], bra] += block[:, :, n_bra:].conj().transpose(0, 2, 1)
     return out
 
 
-@contextmanager
-def _eval_mat_in_slices(max_bytes: int):
-    """PySCF's ``multigrid.eval_mat`` on slices of its first shell range, so that its
-    image buffers (real, then complex) stay within ``max_bytes``."""
-    from pyscf.pbc import gto
-    from pyscf.pbc.dft.multigrid import multigrid
-
-    whole = multigrid.eval_mat
-
-    def sliced(cell, weights, shls_slice=None, comp=1, hermi=0, xctype="LDA", kpts=None,
-               mesh=None, offset=None, submesh=None):
-        def call(shells):
-            return whole(cell, weights, shells, comp, hermi, xctype, kpts, mesh, offset,
-                         submesh)
-
-        if shls_slice is None:
-            shls_slice = (0, cell.nbas, 0, cell.nbas)
-        if hermi != 0:  # a Hermitian fill needs the whole square
-            return call(shls_slice)
-        i0, i1, j0, j1 = shls_slice
-        ao_loc = cell.ao_loc_nr(cart=True)
-        n_images = len(gto.eval_gto.get_lattice_Ls(cell, dimension=3))
-        per_row = 24 * comp * n_images * (ao_loc[j1] - ao_loc[j0])  # bytes per bra function
-        rows = max(1, int(max_bytes // per_row))
-        pieces, start = [], i0
-        while start < i1:
-            stop = start + 1
-            while stop < i1 and ao_loc[stop + 1] - ao_loc[start] <= rows:
-                stop += 1
-            pieces.append((start, stop))
-            start = stop
-        if len(pieces) == 1:
-            return call(shls_slice)
-        parts = [call((a, b, j0, j1)) for a, b in pieces]  # bra rows: axis -2 of each
-        if isinstance(parts[0], list):  # one matrix per potential
-            return [np.concatenate(rows_, axis=-2) for rows_ in zip(*parts)]
-        return np.concatenate(parts, axis=-2)
-
-    multigrid.eval_mat = sliced
-    try:
-        yield
-    finally:
-        multigrid.eval_mat = whole
