@@ -127,5 +127,3 @@ def matrices_at_kpts(cell, potential_g: np.ndarray, kpts_abs: np.ndarray,
         out[:, bra[:, None], ket] += block[:, :, n_bra:]
         out[:, ket[:, None], bra] += block[:, :, n_bra:].conj().transpose(0, 2, 1)
     return out
-
-

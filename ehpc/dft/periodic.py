@@ -17,9 +17,12 @@ Method
    pair falls below ``alias_tol``; H decays with S (a one-electron operator between
    Gaussians), so every folded-in image lies where H has vanished to that tolerance.
    Time reversal, ``H(-k) = H(k)*``, halves the k-points needed.
-   The one-electron part is the kinetic lattice sum plus the GTH pseudopotential from
-   the multigrid integrators (:func:`pseudopotential_at_kpts`); it agrees with PySCF's
-   analytic GDF route to ~1e-9 Ha and, unlike it, stays affordable for hundreds of atoms.
+   H(k) is the kinetic lattice sum, the short-range and non-local GTH pseudopotential
+   (PySCF's analytic integrals), and one local potential on the grid (Hartree, XC and
+   the long-range pseudopotential) integrated at k by the multigrid in memory-bounded
+   slices (:mod:`ehpc.dft.local_potential`).  The two pseudopotential parts together
+   (:func:`pseudopotential_at_kpts`) agree with PySCF's analytic GDF route to ~1e-9 Ha
+   and, unlike it, stay affordable for hundreds of atoms.
 3. S(R): exact, from molecular overlap integrals between the home cell and the cell
    displaced by R (no lattice sum, no aliasing).
 
