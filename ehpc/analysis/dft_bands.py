@@ -17,7 +17,8 @@ from ase import Atoms
 
 from ..basis import Basis
 from ..dft.periodic import build_cell, crystal_record, fock_at_kpts, run_krks
-from ..dft.scf import SCF_CONV_TOL, SCF_MAX_CYCLE, frontier_levels, midgap
+from ..dft.scf import (SCF_CONV_TOL, SCF_MAX_CYCLE, Smearing, frontier_levels, midgap,
+                       smeared_frontier)
 from ..units import HARTREE_TO_EV
 from .bands import bands_with_exact_overlap
 
@@ -29,7 +30,7 @@ class ReferenceBands:
     energies: np.ndarray  # [n_k, nao_cell]
     #: bands of DFT's H(R) kept only within ``cutoff`` (exact S); None without a cutoff
     truncated: np.ndarray | None
-    fermi_level: float  # HOMO/LUMO midpoint of the SCF mesh (HOMO if nothing is empty)
+    fermi_level: float  # HOMO/LUMO midpoint of the SCF mesh (HOMO if nothing is empty); μ if smeared
     homo: float
     lumo: float
     n_electrons: int
@@ -46,6 +47,7 @@ def dft_bands(
     conv_tol: float = SCF_CONV_TOL,
     max_cycle: int = SCF_MAX_CYCLE,
     cutoff: float | None = None,
+    smearing: Smearing | None = None,
 ) -> ReferenceBands:
     """Kohn-Sham bands of a periodic ``atoms`` at fractional k-points.
 
@@ -64,6 +66,8 @@ def dft_bands(
         conv_tol: SCF energy tolerance in Hartree.
         max_cycle: SCF iteration limit.
         cutoff: pair radius in Å for the truncated bands; none are computed if None.
+        smearing: fractional occupations (metals, semimetals), as the labels used; E_F is
+            then the SCF's chemical potential and HOMO/LUMO the levels either side of it.
 
     Raises:
         SCFNotConverged: the SCF did not converge.
@@ -71,7 +75,7 @@ def dft_bands(
     """
     start = time.perf_counter()
     pcell = build_cell(atoms, basis, name)
-    mf = run_krks(pcell, xc, kmesh, name, conv_tol, max_cycle)
+    mf = run_krks(pcell, xc, kmesh, name, conv_tol, max_cycle, smearing)
     cell = pcell.cell
     kpts_frac = np.atleast_2d(np.asarray(kpts_frac, dtype=np.float64))
     # PySCF's lattice vector a is the caller's order[a]; so are the reciprocal vectors
@@ -82,14 +86,20 @@ def dft_bands(
                          for f, s in zip(fock, overlap.reshape(fock.shape))])  # [n_k, nao]
     truncated = None
     if cutoff is not None:
-        record = crystal_record(atoms, basis, mf, pcell, cutoff, name, xc, kmesh)
+        record = crystal_record(atoms, basis, mf, pcell, cutoff, name, xc, kmesh,
+                                smearing=smearing)
         truncated = bands_with_exact_overlap(record.atom_pairs, record.hamiltonian, atoms, basis,
                                              kpts_frac, name=name)
-    homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
+    if smearing is not None:
+        fermi = float(mf.mu)
+        homo, lumo = smeared_frontier(mf.mo_energy, fermi)
+    else:
+        homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
+        fermi = midgap(homo, lumo)
     return ReferenceBands(
         energies=energies * HARTREE_TO_EV,
         truncated=truncated,
-        fermi_level=midgap(homo, lumo) * HARTREE_TO_EV,
+        fermi_level=fermi * HARTREE_TO_EV,
         homo=homo * HARTREE_TO_EV,
         lumo=lumo * HARTREE_TO_EV,
         n_electrons=int(cell.nelectron),

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     bands.add_argument("--xc", default=None, help="functional (default: the dataset's)")
     bands.add_argument("--conv-tol", type=float, default=SCF_CONV_TOL,
                        help="SCF tolerance (Hartree)")
+    bands.add_argument("--smearing", default=None, metavar="METHOD:WIDTH_EV",
+                       help="occupation smearing of the SCF, e.g. fermi:0.1, or 'none' "
+                            "(default: the labels' own, as stored in the dataset)")
     return parser
 
 
@@ -125,6 +128,24 @@ def format_truth(scores: dict) -> str:
             f"MAE meV: " + ", ".join(parts) + frontier)
 
 
+def band_smearing(text: str | None, records: list):
+    """The band reference's smearing: ``--smearing`` if given ('none': off), else the first
+    labelled structure's (a dataset of smeared labels gets a smeared reference)."""
+    from ..dft.scf import Smearing
+
+    if text is not None and text.strip().lower() == "none":
+        return None
+    if text is None:
+        attrs = records[0].attrs if records else {}
+        if "smearing" not in attrs:
+            return None
+        return Smearing(str(attrs["smearing"]), float(attrs["smearing_width_eV"]))
+    try:
+        return Smearing.parse(text)
+    except ValueError as err:
+        raise CLIError(f"--smearing: {err}") from None
+
+
 def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
     """DFT and model bands of ``--band-structure`` along a k-path: plot, JSON, and errors."""
     from ..analysis import plots
@@ -141,7 +162,7 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
     path = band_path(atoms, args.band_path, args.band_points)
     start = time.perf_counter()
     reference = dft_bands(atoms, model.basis, xc, args.kmesh, path.kpts, name, args.conv_tol,
-                          cutoff=model.cutoff)
+                          cutoff=model.cutoff, smearing=args.smearing)
     predicted = model_bands(model, atoms, path.kpts, name=name)
     model_seconds = time.perf_counter() - start - reference.wall_time_s
     fermi = reference.fermi_level
@@ -158,6 +179,8 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
     result = {
         "structure": str(args.band_structure), "path": path.path, "n_kpoints": len(path.kpts),
         "xc": xc, "scf_kmesh": list(args.kmesh), "fermi_level_dft_eV": fermi,
+        "smearing": None if args.smearing is None else
+        f"{args.smearing.method}:{args.smearing.width_eV:g}",
         "cutoff": model.cutoff,
         "band_mae_eV": mae(predicted, reference.energies),
         "floor_mae_window_eV": mae(reference.truncated, reference.energies, window),
@@ -200,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
     model = HamiltonianModel.load(args.model)
     model.check_compatible(dataset.basis, [], str(args.dataset))
     records = held_out_records(dataset, args.split, args.dataset)
+    args.smearing = band_smearing(args.smearing, records)
     args.plot_dir = args.plot_dir or args.out_dir
     for folder in (args.out_dir, args.plot_dir):
         folder.mkdir(parents=True, exist_ok=True)

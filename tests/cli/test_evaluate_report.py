@@ -118,7 +118,8 @@ def test_band_comparison_writes_plot_and_consistent_json(tmp_path):
     basis = Basis("gth-szv", "gth-pbe")
     kinetic = IntegralModel(basis, "kinetic").with_cutoff_for([14])
     args = argparse.Namespace(band_structure=cell, band_path="LGX", band_points=7,
-                              kmesh=[2, 2, 2], conv_tol=1e-8, out_dir=tmp_path, plot_dir=tmp_path)
+                              kmesh=[2, 2, 2], conv_tol=1e-8, out_dir=tmp_path, plot_dir=tmp_path,
+                              smearing=None)
     result = evaluate_cli.compare_bands(kinetic, args, "pbe")
     saved = json.loads((tmp_path / "bands.json").read_text())
     dft, model = np.array(saved["dft_eV"]), np.array(saved["model_eV"])

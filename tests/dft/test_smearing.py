@@ -1,5 +1,7 @@
 """Metals label with smeared occupations: fcc aluminium, Fermi-Dirac, a small k-mesh."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -55,3 +57,22 @@ def test_smearing_reaches_the_public_labeller(aluminium):
 def test_bad_smearing_is_named(text, problem):
     with pytest.raises(ValueError, match=problem):
         Smearing.parse(text)
+
+
+def test_band_reference_uses_the_labels_smearing(aluminium, smeared):
+    """The band reference of ``ehpc-evaluate`` runs the smeared SCF the labels ran: its E_F
+    is that SCF's chemical potential and its bands at the SCF mesh are that SCF's levels."""
+    from ehpc.analysis.dft_bands import dft_bands
+    from ehpc.cli.evaluate import band_smearing
+
+    pcell, mf = smeared
+    labelled = SimpleNamespace(attrs={"smearing": "fermi", "smearing_width_eV": 0.2})
+    smearing = band_smearing(None, [labelled])
+    assert smearing == SMEARING and band_smearing("none", [labelled]) is None
+    kpts = pcell.cell.get_scaled_kpts(np.asarray(mf.kpts))[:, np.argsort(pcell.order)]
+    reference = dft_bands(aluminium, BASIS, "pbe", KMESH, kpts, "al", conv_tol=1e-8,
+                          smearing=smearing)
+    assert reference.fermi_level == pytest.approx(float(mf.mu) * HARTREE_TO_EV, abs=1e-4)
+    assert reference.homo <= reference.fermi_level < reference.lumo
+    np.testing.assert_allclose(reference.energies, np.asarray(mf.mo_energy) * HARTREE_TO_EV,
+                               atol=1e-4)
