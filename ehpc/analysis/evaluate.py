@@ -84,8 +84,12 @@ def compare(model: BlockPredictor, record: HamiltonianRecord, predicted: np.ndar
                              f"is {h_dft.shape}")
     e_dft, c_dft = scipy.linalg.eigh(h_dft, s)
     e_ml, c_ml = scipy.linalg.eigh(h_ml, s)
-    n_occ = int(record.attrs.get("n_electrons", model.basis.n_electrons(record.numbers))) // 2
-    fermi = 0.5 * (e_dft[n_occ - 1] + e_dft[n_occ]) if n_occ < len(e_dft) else e_dft[-1]
+    if "smearing" in record.attrs:  # a metal: the levels either side of its chemical potential
+        fermi = float(record.attrs["fermi_level"])
+        n_occ = int(np.count_nonzero(e_dft <= fermi))
+    else:
+        n_occ = int(record.attrs.get("n_electrons", model.basis.n_electrons(record.numbers))) // 2
+        fermi = 0.5 * (e_dft[n_occ - 1] + e_dft[n_occ]) if n_occ < len(e_dft) else e_dft[-1]
     if np.asarray(record.pbc).any():
         window = np.abs(e_dft - fermi) <= EIGEN_WINDOW_EV
     else:
@@ -121,7 +125,9 @@ def summarise(errors: list[StructureErrors]) -> dict:
         sums.add(abs=e.abs_error_sum, entries=e.n_entries, structures=1,
                  band_abs=e.eig_abs_error_sum, band_count=e.n_eig)
     matrix = sums.matrix()
-    mae, eig = matrix["mae_eV"], sums.eigenvalue_mae()
+    mae = matrix["mae_eV"]
+    # NaN, not 0, when no eigenvalue lay in a window (a crystal with none within 2 eV of E_F at Γ)
+    eig = sums.eigenvalue_mae() if sums["band_count"] else float("nan")
     return {
         "n_structures": matrix["n_structures"],
         "n_entries": matrix["n_entries"],

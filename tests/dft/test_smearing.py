@@ -76,3 +76,23 @@ def test_band_reference_uses_the_labels_smearing(aluminium, smeared):
     assert reference.homo <= reference.fermi_level < reference.lumo
     np.testing.assert_allclose(reference.energies, np.asarray(mf.mo_energy) * HARTREE_TO_EV,
                                atol=1e-4)
+
+
+def test_metal_frontier_errors_are_the_levels_either_side_of_its_fermi_level(aluminium, smeared):
+    """Model-vs-label errors of a smeared crystal count levels from its stored E_F (the
+    chemical potential), not from half its electron count: H + c S moves every level by c."""
+    from ehpc.analysis.evaluate import compare, summarise
+
+    pcell, mf = smeared
+    record = crystal_record(aluminium, BASIS, mf, pcell, 5.0, "al", "pbe", KMESH,
+                            smearing=SMEARING)
+    shift = 0.01  # eV
+    errors = compare(SimpleNamespace(basis=BASIS), record,
+                     predicted=record.hamiltonian + shift * record.overlap)
+    fermi = record.attrs["fermi_level"]
+    # at Γ, Al's four levels all lie below its E_F: a HOMO, and no LUMO rather than a
+    # filled level counted as empty (half the electron count would make the second one it)
+    assert errors.homo_dft <= fermi and np.isnan(errors.lumo_dft) and np.isnan(errors.lumo_model)
+    assert errors.homo_model - errors.homo_dft == pytest.approx(shift, abs=1e-9)
+    # nor any Γ level within 2 eV of E_F: the eigenvalue error is no number, not a zero
+    assert errors.n_eig == 0 and np.isnan(summarise([errors])["eigenvalue_mae_eV"])
