@@ -78,6 +78,7 @@ def matrices_at_kpts(cell, potential_g: np.ndarray, kpts_abs: np.ndarray,
     basis at once, so no buffer holds all primitive pairs.
     """
     import scipy.linalg
+    import scipy.sparse
     from pyscf.lib import logger
     from pyscf.pbc import gto, tools
     from pyscf.pbc.df import fft
@@ -106,6 +107,7 @@ def matrices_at_kpts(cell, potential_g: np.ndarray, kpts_abs: np.ndarray,
         l_cell, l_coeff = sparse.cell.decontract_basis(to_cart=True, aggregate=True)
         t_cell = h_cell + l_cell
         t_coeff = scipy.linalg.block_diag(h_coeff, l_coeff)  # [n_prim_t, n_bra + n_ket]
+        t_map = scipy.sparse.csr_matrix(t_coeff)  # each primitive feeds a few functions
         prim_loc = h_cell.ao_loc_nr(cart=True)
         n_images = len(gto.eval_gto.get_lattice_Ls(t_cell, dimension=3))
         per_row = (24 * n_images + 16 * n_k) * len(t_coeff)  # bytes per bra primitive
@@ -118,12 +120,35 @@ def matrices_at_kpts(cell, potential_g: np.ndarray, kpts_abs: np.ndarray,
                 stop += 1
             vp = np.asarray(multigrid.eval_mat(t_cell, v_r, (start, stop, 0, t_cell.nbas), 1, 0,
                                                "LDA", kpts_abs))
-            vp = vp.reshape(n_k, -1, len(t_coeff))  # [n_k, slice primitives, n_prim_t]
-            block += np.einsum("kpq,pi,qj->kij", vp, h_coeff[prim_loc[start]:prim_loc[stop]],
-                               t_coeff, optimize=True)
+            block += _contract_to_basis(vp.reshape(n_k, -1, len(t_coeff)), t_map,
+                                        h_coeff[prim_loc[start]:prim_loc[stop]])
             start = stop
         n_bra = len(bra)
         out[:, bra[:, None], bra] += block[:, :, :n_bra]
         out[:, bra[:, None], ket] += block[:, :, n_bra:]
         out[:, ket[:, None], bra] += block[:, :, n_bra:].conj().transpose(0, 2, 1)
     return out
+
+
+def _contract_to_basis(vp: np.ndarray, t_map, bra_coeff: np.ndarray) -> np.ndarray:
+    """``Σ_pq bra_coeff[p, i] vp[k, p, q] t_map[q, j]``: primitive matrices to the basis.
+
+    Both maps are sparse (a primitive feeds a few contracted functions), so the products
+    cost the size of ``vp`` times a few, not its size times the number of functions.
+
+    Args:
+        vp: integrals of a slice of bra primitives at each k.  # [n_k, n_slice, n_prim_t]
+        t_map: sparse primitives-to-functions map of bra and ket. # [n_prim_t, n_t]
+        bra_coeff: the slice's rows of the bra map.          # [n_slice, n_bra]
+
+    Returns:
+        the slice's contribution to the bra rows.            # [n_k, n_bra, n_t]
+    """
+    import scipy.sparse
+
+    n_k, n_slice, n_prim = vp.shape
+    right = t_map.T @ vp.reshape(-1, n_prim).T  # [n_t, n_k * n_slice]
+    right = np.asarray(right).reshape(-1, n_k, n_slice).transpose(2, 1, 0)  # [n_slice, n_k, n_t]
+    left = scipy.sparse.csr_matrix(bra_coeff.T)  # [n_bra, n_slice]
+    out = left @ right.reshape(n_slice, -1)  # [n_bra, n_k * n_t]
+    return np.asarray(out).reshape(len(left.indptr) - 1, n_k, -1).transpose(1, 0, 2)
