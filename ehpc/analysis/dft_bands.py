@@ -30,7 +30,8 @@ class ReferenceBands:
     energies: np.ndarray  # [n_k, nao_cell]
     #: bands of DFT's H(R) kept only within ``cutoff`` (exact S); None without a cutoff
     truncated: np.ndarray | None
-    fermi_level: float  # HOMO/LUMO midpoint of the SCF mesh (HOMO if nothing is empty); μ if smeared
+    #: HOMO/LUMO midpoint of the SCF mesh (HOMO if nothing is empty); μ if smeared
+    fermi_level: float
     homo: float
     lumo: float
     n_electrons: int

@@ -62,6 +62,7 @@ def test_evaluate_writes_the_metrics_of_the_held_out_split(water_set, tmp_path, 
 @pytest.mark.parametrize("argv, message", [
     (["--split", "val"], "no split 'val'"),
     (["--band-structure", "missing.extxyz"], "band-structure file not found"),
+    (["--smearing", "cold:0.1"], "--smearing: smearing 'cold:0.1'"),
 ])
 def test_evaluate_bad_input_is_one_line(water_set, tmp_path, capsys, argv, message):
     data, model_path, _ = water_set
