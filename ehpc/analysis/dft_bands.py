@@ -17,8 +17,7 @@ from ase import Atoms
 
 from ..basis import Basis
 from ..dft.periodic import build_cell, crystal_record, fock_at_kpts, run_krks
-from ..dft.scf import (SCF_CONV_TOL, SCF_MAX_CYCLE, Smearing, frontier_levels, midgap,
-                       smeared_frontier)
+from ..dft.scf import SCF_CONV_TOL, SCF_MAX_CYCLE, Smearing, fermi_and_frontier
 from ..units import HARTREE_TO_EV
 from .bands import bands_with_exact_overlap
 
@@ -91,12 +90,7 @@ def dft_bands(
                                 smearing=smearing)
         truncated = bands_with_exact_overlap(record.atom_pairs, record.hamiltonian, atoms, basis,
                                              kpts_frac, name=name)
-    if smearing is not None:
-        fermi = float(mf.mu)
-        homo, lumo = smeared_frontier(mf.mo_energy, fermi)
-    else:
-        homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
-        fermi = midgap(homo, lumo)
+    fermi, homo, lumo = fermi_and_frontier(mf)
     return ReferenceBands(
         energies=energies * HARTREE_TO_EV,
         truncated=truncated,

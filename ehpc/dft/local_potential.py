@@ -151,4 +151,4 @@ def _contract_to_basis(vp: np.ndarray, t_map, bra_coeff: np.ndarray) -> np.ndarr
     right = np.asarray(right).reshape(-1, n_k, n_slice).transpose(2, 1, 0)  # [n_slice, n_k, n_t]
     left = scipy.sparse.csr_matrix(bra_coeff.T)  # [n_bra, n_slice]
     out = left @ right.reshape(n_slice, -1)  # [n_bra, n_k * n_t]
-    return np.asarray(out).reshape(len(left.indptr) - 1, n_k, -1).transpose(1, 0, 2)
+    return np.asarray(out).reshape(bra_coeff.shape[1], n_k, -1).transpose(1, 0, 2)

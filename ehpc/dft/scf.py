@@ -151,19 +151,24 @@ def midgap(homo: float, lumo: float) -> float:
     return homo if np.isnan(lumo) else 0.5 * (homo + lumo)
 
 
+def fermi_and_frontier(mf) -> tuple[float, float, float]:
+    """E_F, HOMO and LUMO of a converged SCF, in Hartree: with smearing the chemical
+    potential and the levels either side of it, else the HOMO/LUMO midpoint."""
+    mu = getattr(mf, "mu", None)
+    if getattr(mf, "sigma", None) and mu is not None:
+        homo, lumo = smeared_frontier(mf.mo_energy, float(mu))
+        return float(mu), homo, lumo
+    homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
+    return midgap(homo, lumo), homo, lumo
+
+
 def scf_attrs(mf, name: str, xc: str, n_electrons: int, wall_time_s: float) -> dict:
     """The per-structure scalars the dataset stores, energies in eV.
 
     The Fermi level of a gapped system is the HOMO/LUMO midpoint; with every orbital
     occupied it is the HOMO.
     """
-    mu = getattr(mf, "mu", None)
-    if getattr(mf, "sigma", None) and mu is not None:  # smeared: E_F is the chemical potential
-        homo, lumo = smeared_frontier(mf.mo_energy, float(mu))
-        fermi = float(mu)
-    else:
-        homo, lumo = frontier_levels(mf.mo_energy, mf.mo_occ)
-        fermi = midgap(homo, lumo)
+    fermi, homo, lumo = fermi_and_frontier(mf)
     return {
         "fermi_level": fermi * HARTREE_TO_EV,
         "homo": homo * HARTREE_TO_EV,
