@@ -369,7 +369,7 @@ class RealSpaceFock:
     def at(self, translation_bohr: np.ndarray) -> np.ndarray:
         """Real ``H(T)`` for a Cartesian lattice translation T in Bohr."""
         phases = self.weights * np.exp(-1j * self.kpts_abs @ translation_bohr)  # [n_half]
-        return np.einsum("k,kij->ij", phases, self.fock).real / self.n_full  # [nao, nao]
+        return np.tensordot(phases, self.fock, axes=1).real / self.n_full  # [nao, nao], one GEMV
 
 
 def overlap_at(mol, translation_bohr: np.ndarray) -> np.ndarray:
