@@ -121,7 +121,9 @@ def test_two_ranks_solve_the_readout_of_one(tmp_path, config_file, records):
     for name in SPLITS["val"]:
         graph = record_to_graph(records[name], 3.0, runs[1].elements, BASIS).to("cpu", torch.float64)
         with torch.no_grad():
-            torch.testing.assert_close(runs[2](graph), runs[1](graph), rtol=0, atol=1e-8)
+            # the ranks sum their normal equations in another order: equal to rounding,
+            # relative to blocks of a few hartree
+            torch.testing.assert_close(runs[2](graph), runs[1](graph), rtol=1e-7, atol=1e-8)
 
 
 def test_ehpc_train_readout_against_h_of_k_reports_the_eigenvalue_error_model_pt_has(
