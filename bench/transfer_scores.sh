@@ -15,9 +15,10 @@
 # end. Models and scores already in OUT are reused, so a rerun adds only what is missing. BAND_ARGS (default
 # "--kmesh 3 3 3", silicon's) are ehpc-evaluate's band-structure options for R's cell;
 # graphene: BAND_ARGS="--kmesh 3 3 1 --band-path GMKG". FINE_TUNES (default
-# "0.1:5e-4 1:2e-4") lists the band-energy fine-tunes as WEIGHT:LR.
+# "0.1:5e-4 1:2e-4") lists the band-energy fine-tunes as WEIGHT:LR. HELD_OUT (default test)
+# is the split of R's dataset scored as the held-out cell.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,21p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,22p "$0"; exit 2; }
 R=$1 OUT=$2
 shift 2
 cd "$(dirname "$0")/.."
@@ -43,7 +44,7 @@ done
 for name in "${!MODELS[@]}"; do
     M=${MODELS[$name]}
     [ -f "$OUT/$name/held_out/metrics.json" ] || ehpc-evaluate --model "$M" \
-        --dataset "$R/dataset.h5" --split test --out-dir "$OUT/$name/held_out" \
+        --dataset "$R/dataset.h5" --split "${HELD_OUT:-test}" --out-dir "$OUT/$name/held_out" \
         --band-structure "$R/band_cell.extxyz" ${BAND_ARGS:---kmesh 3 3 3} --band-points 60
     for label in "$@"; do
         cell=$OUT/$name/$(basename "$label" .h5)
