@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Silicon trained on rattled 8-atom cubic cells instead of the default's 2-atom cells, then
 # scored on the unseen 64- and 216-atom cells against their own SCF (docs/BENCHMARKS.md,
-# "Training on 8-atom cells"):
+# "Training on rattled 8-atom cells"):
 #
 #     bash bench/silicon_supercells.sh
 #
