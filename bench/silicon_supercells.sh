@@ -7,9 +7,10 @@
 #
 # 1. bench/accuracy.py labels 6 rattled (0.03 Å, as the transfer cells) and strained (1 %)
 #    8-atom cubic cells, PBE, gth-dzvp-molopt-sr, pairs within 9 Å, on a 2x2x2 mesh, split
-#    5/1/0, cached in bench/data/si8r03 (about 5 min per cell on 2 cores);
-# 2. bench/label_supercell.py labels the 64- and 216-atom transfer cells at Γ (7 and about
-#    40 min; 8 GB), cached in bench/data/transfer;
+#    5/1/0, cached in bench/data/si8r03 (7-8 min per cell on 2 cores);
+# 2. bench/label_supercell.py labels the 64- and 216-atom transfer cells at Γ (7 min; the
+#    216-atom cell 37 min from an SCF checkpoint, longer from nothing, 8 GB), cached in
+#    bench/data/transfer; a rerun resumes the SCF from its checkpoint;
 # 3. ehpc-train with configs/train_default.yaml and the default workflow's overrides
 #    (kinetic baseline, TRAIN_MINUTES of Adam, default 15, then the readout fit with the
 #    band window at 27 k-points of the cubic cell);
