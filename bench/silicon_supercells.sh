@@ -30,8 +30,9 @@ for repeat in 2 3; do
 done
 mkdir -p "$R"
 ln -sf ../si8_gth-dzvp-molopt-sr_c9_5_1_0.h5 "$R/dataset.h5"
-python -c "from ase.build import bulk; from ase.io import write; \
-write('$R/band_cell.extxyz', bulk('Si', 'diamond', a=5.43))"
+python -c "import sys; sys.path.insert(0, 'bench'); from accuracy import SI_LATTICE; \
+from ase.build import bulk; from ase.io import write; \
+write('$R/band_cell.extxyz', bulk('Si', 'diamond', a=SI_LATTICE))"
 [ -f "$R/train/model.pt" ] || ehpc-train --config configs/train_default.yaml \
     --set data.path="$R/dataset.h5" --set train.epochs=800 --set train.batch_size=1 \
     --set train.max_minutes="${TRAIN_MINUTES:-15}" --set train.readout_fit=true \
