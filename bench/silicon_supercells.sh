@@ -11,9 +11,9 @@
 # 2. bench/label_supercell.py labels the 64- and 216-atom transfer cells at Γ (7 min; the
 #    216-atom cell 37 min from an SCF checkpoint, longer from nothing, 8 GB), cached in
 #    bench/data/transfer; a rerun resumes the SCF from its checkpoint;
-# 3. ehpc-train with configs/train_default.yaml and the default workflow's overrides
-#    (kinetic baseline, TRAIN_MINUTES of Adam, default 15, then the readout fit with the
-#    band window at 27 k-points of the cubic cell);
+# 3. bench/train_like_default.sh: the default workflow's training (kinetic baseline,
+#    TRAIN_MINUTES of Adam, default 15, then the readout fit with the band window at 27
+#    k-points of the cubic cell);
 # 4. bench/transfer_scores.sh: the model with and without the band terms on the held-out
 #    cell (split val), the band path of the primitive cell, and the two transfer cells.
 set -euo pipefail
@@ -28,15 +28,11 @@ python bench/accuracy.py silicon --n-train 5 --n-val 1 --n-test 0 --cutoff 9 \
 for repeat in 2 3; do
     python bench/label_supercell.py --repeat $repeat --rattle 0.03 --cutoff 9 --out "$T"
 done
-mkdir -p "$R"
-ln -sf ../si8_gth-dzvp-molopt-sr_c9_5_1_0.h5 "$R/dataset.h5"
+bash bench/train_like_default.sh "$R" "$D/si8_gth-dzvp-molopt-sr_c9_5_1_0.h5" \
+    "${TRAIN_MINUTES:-15}" 27
 python -c "import sys; sys.path.insert(0, 'bench'); from accuracy import SI_LATTICE; \
 from ase.build import bulk; from ase.io import write; \
 write('$R/band_cell.extxyz', bulk('Si', 'diamond', a=SI_LATTICE))"
-[ -f "$R/train/model.pt" ] || ehpc-train --config configs/train_default.yaml \
-    --set data.path="$R/dataset.h5" --set train.epochs=800 --set train.batch_size=1 \
-    --set train.max_minutes="${TRAIN_MINUTES:-15}" --set train.readout_fit=true \
-    --set train.readout_kpoints=27 --out-dir "$R/train"
 HELD_OUT=val FINE_TUNES="${FINE_TUNES:-0.1:5e-4}" bash bench/transfer_scores.sh "$R" "$D/scores" \
     "$T/si64_00000_gth-dzvp-molopt-sr_gamma_c9_r0.03.h5" \
     "$T/si216_00000_gth-dzvp-molopt-sr_gamma_c9_r0.03.h5"
