@@ -10,15 +10,16 @@
 #   nowindow  its readout refitted to the matrix elements alone (bench/readout_refit.py)
 #   bw0.1, bw1  R's model fine-tuned with the band-energy loss, weight 0.1 (lr 5e-4) and
 #               1 (lr 2e-4), 100 epochs, readout kept
-# Each is scored by ehpc-evaluate on R's held-out cell (with the band path) and on every
+# Each is scored by ehpc-evaluate on R's held-out cell (with the band path; the band
+# cell's SCF runs for the first model only, the others reuse its bands.json) and on every
 # LABEL; OUT/<model>/<cell>/metrics.json hold the scores, and the table is printed at the
-# end. Models and scores already in OUT are reused, so a rerun adds only what is missing. BAND_ARGS (default
-# "--kmesh 3 3 3", silicon's) are ehpc-evaluate's band-structure options for R's cell;
-# graphene: BAND_ARGS="--kmesh 3 3 1 --band-path GMKG". FINE_TUNES (default
-# "0.1:5e-4 1:2e-4") lists the band-energy fine-tunes as WEIGHT:LR. HELD_OUT (default test)
-# is the split of R's dataset scored as the held-out cell.
+# end. Models and scores already in OUT are reused, so a rerun adds only what is missing.
+# BAND_ARGS (default "--kmesh 3 3 3", silicon's) are ehpc-evaluate's band-structure
+# options for R's cell; graphene: BAND_ARGS="--kmesh 3 3 1 --band-path GMKG". FINE_TUNES
+# (default "0.1:5e-4 1:2e-4") lists the band-energy fine-tunes as WEIGHT:LR. HELD_OUT
+# (default test) is the split of R's dataset scored as the held-out cell.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,22p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,20p "$0"; exit 2; }
 R=$1 OUT=$2
 shift 2
 cd "$(dirname "$0")/.."
@@ -41,11 +42,15 @@ for pair in $FINE_TUNES; do
         --set train.patience=100 --set train.max_minutes=8 --out-dir "$OUT/bw$W"
 done
 
+REFERENCE=()  # the band cell's SCF runs once; later models reuse its bands.json
 for name in "${!MODELS[@]}"; do
     M=${MODELS[$name]}
     [ -f "$OUT/$name/held_out/metrics.json" ] || ehpc-evaluate --model "$M" \
         --dataset "$R/dataset.h5" --split "${HELD_OUT:-test}" --out-dir "$OUT/$name/held_out" \
-        --band-structure "$R/band_cell.extxyz" ${BAND_ARGS:---kmesh 3 3 3} --band-points 60
+        --band-structure "$R/band_cell.extxyz" ${BAND_ARGS:---kmesh 3 3 3} --band-points 60 \
+        "${REFERENCE[@]}"
+    grep -q '"reference"' "$OUT/$name/held_out/bands.json" &&
+        REFERENCE=(--band-reference "$OUT/$name/held_out/bands.json")
     for label in "$@"; do
         cell=$OUT/$name/$(basename "$label" .h5)
         [ -f "$cell/metrics.json" ] || ehpc-evaluate --model "$M" --dataset "$label" \

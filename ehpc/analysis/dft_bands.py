@@ -9,7 +9,7 @@ the model is judged against.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.linalg
@@ -99,4 +99,60 @@ def dft_bands(
         lumo=lumo * HARTREE_TO_EV,
         n_electrons=int(cell.nelectron),
         wall_time_s=time.perf_counter() - start,
+    )
+
+
+def reference_inputs(atoms: Atoms, basis: Basis, xc: str, kmesh, kpts_frac: np.ndarray,
+                     conv_tol: float, cutoff: float | None,
+                     smearing: Smearing | None) -> dict:
+    """Everything :func:`dft_bands` depends on, as JSON values: two reference band sets
+    are interchangeable exactly where these agree (see :func:`reused_reference`)."""
+    return {
+        "numbers": atoms.numbers.tolist(), "cell": np.asarray(atoms.cell).tolist(),
+        "positions": atoms.positions.tolist(), "basis": basis.name, "pseudo": basis.pseudo,
+        "xc": xc, "scf_kmesh": [int(k) for k in kmesh],
+        "kpts_frac": np.atleast_2d(kpts_frac).tolist(), "conv_tol": conv_tol,
+        "cutoff": cutoff, "smearing": None if smearing is None else asdict(smearing),
+    }
+
+
+def reference_record(reference: ReferenceBands, inputs: dict) -> dict:
+    """``reference`` and the inputs it came from, as JSON values for :func:`reused_reference`."""
+    return {
+        "inputs": inputs, "energies_eV": reference.energies.tolist(),
+        "truncated_eV": None if reference.truncated is None else reference.truncated.tolist(),
+        "fermi_level_eV": reference.fermi_level, "homo_eV": reference.homo,
+        "lumo_eV": reference.lumo, "n_electrons": reference.n_electrons,
+        "wall_time_s": reference.wall_time_s,
+    }
+
+
+def reused_reference(saved: dict, inputs: dict, where: str) -> ReferenceBands:
+    """The reference bands of ``saved`` (a :func:`reference_record`), if they were computed
+    from ``inputs``; coordinates and k-points agree to 1e-8, everything else exactly.
+
+    Raises:
+        ValueError: one line naming ``where`` and the first input that differs.
+    """
+    if not isinstance(saved, dict) or "inputs" not in saved:
+        raise ValueError(f"{where}: holds no reference bands (write it with ehpc-evaluate "
+                         "--band-structure)")
+    for key, value in inputs.items():
+        old = saved["inputs"].get(key)
+        if key in ("cell", "positions", "kpts_frac"):
+            same = old is not None and np.shape(old) == np.shape(value) and np.allclose(
+                old, value, rtol=0.0, atol=1e-8)
+        else:
+            same = old == value
+        if not same:
+            raise ValueError(f"{where}: its reference bands were computed with another {key} "
+                             f"({old!r:.60} here, this evaluation needs {value!r:.60}); "
+                             "drop the reference to recompute them")
+    truncated = saved["truncated_eV"]
+    return ReferenceBands(
+        energies=np.asarray(saved["energies_eV"], dtype=np.float64),
+        truncated=None if truncated is None else np.asarray(truncated, dtype=np.float64),
+        fermi_level=float(saved["fermi_level_eV"]), homo=float(saved["homo_eV"]),
+        lumo=float(saved["lumo_eV"]), n_electrons=int(saved["n_electrons"]),
+        wall_time_s=0.0,
     )

@@ -11,7 +11,10 @@ runs a PySCF k-point SCF of that cell and writes ``bands.png`` and ``bands.json`
 the lattice's standard k-path, the DFT bands, the bands of DFT's H(R) cut at the model's
 cutoff (the best any model with that cutoff can do), and the model's bands.  The
 model's bands use its predicted H(R) and the exact overlap S(R); the DFT bands use
-neither a cutoff nor the model.  Every file is written atomically.
+neither a cutoff nor the model.  ``--band-reference`` takes the DFT bands from the
+``bands.json`` of an earlier evaluation of the same cell (another model, say) instead of a
+new SCF, after checking that structure, basis, k-points, SCF settings and cutoff agree.
+Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     bands.add_argument("--xc", default=None, help="functional (default: the dataset's)")
     bands.add_argument("--conv-tol", type=float, default=SCF_CONV_TOL,
                        help="SCF tolerance (Hartree)")
+    bands.add_argument("--band-reference", type=Path, default=None, metavar="BANDS_JSON",
+                       help="reuse the DFT bands of an earlier evaluation's bands.json of the "
+                            "same cell and settings instead of running the SCF again")
     bands.add_argument("--smearing", default=None, metavar="METHOD:WIDTH_EV",
                        help="occupation smearing of the SCF, e.g. fermi:0.1, or 'none' "
                             "(default: the labels' own, as stored in the dataset)")
@@ -150,7 +156,7 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
     """DFT and model bands of ``--band-structure`` along a k-path: plot, JSON, and errors."""
     from ..analysis import plots
     from ..analysis.bands import band_path, model_bands
-    from ..analysis.dft_bands import dft_bands
+    from ..analysis.dft_bands import dft_bands, reference_inputs, reference_record, reused_reference
     from ..analysis.evaluate import EIGEN_WINDOW_EV
     from ..structure import read_structures
 
@@ -161,8 +167,19 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
     model.check_compatible(model.basis, atoms.numbers, name)  # before the SCF, not after
     path = band_path(atoms, args.band_path, args.band_points)
     start = time.perf_counter()
-    reference = dft_bands(atoms, model.basis, xc, args.kmesh, path.kpts, name, args.conv_tol,
-                          cutoff=model.cutoff, smearing=args.smearing)
+    inputs = reference_inputs(atoms, model.basis, xc, args.kmesh, path.kpts, args.conv_tol,
+                              model.cutoff, args.smearing)
+    if args.band_reference is not None:
+        try:
+            saved = json.loads(args.band_reference.read_text()).get("reference")
+            reference = reused_reference(saved, inputs, str(args.band_reference))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+            raise CLIError(f"{args.band_reference}: not a bands.json of ehpc-evaluate ({err})")
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+    else:
+        reference = dft_bands(atoms, model.basis, xc, args.kmesh, path.kpts, name, args.conv_tol,
+                              cutoff=model.cutoff, smearing=args.smearing)
     predicted = model_bands(model, atoms, path.kpts, name=name)
     model_seconds = time.perf_counter() - start - reference.wall_time_s
     fermi = reference.fermi_level
@@ -190,6 +207,7 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
         "gap_cutoff_dft_eV": gap(reference.truncated),
         "gap_model_eV": gap(predicted),
         "dft_seconds": reference.wall_time_s, "model_seconds": model_seconds,
+        "band_reference": None if args.band_reference is None else str(args.band_reference),
     }
     within = f"DFT, H cut at {model.cutoff:g} Å"
     plots.band_structure(path.x, {"true SCF (PySCF)": reference.energies, within: reference.truncated,
@@ -199,7 +217,7 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
     write_json(args.out_dir / "bands.json", {
         **result, "x": path.x.tolist(), "ticks": path.ticks, "kpts_frac": path.kpts.tolist(),
         "dft_eV": reference.energies.tolist(), "cutoff_dft_eV": reference.truncated.tolist(),
-        "model_eV": predicted.tolist()})
+        "model_eV": predicted.tolist(), "reference": reference_record(reference, inputs)})
     return result
 
 
@@ -217,6 +235,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.model}: model file not found")
     if args.band_structure is not None and not args.band_structure.is_file():
         raise CLIError(f"{args.band_structure}: band-structure file not found")
+    if args.band_reference is not None:
+        if args.band_structure is None:
+            raise CLIError("--band-reference: needs --band-structure, the cell its bands are of")
+        if not args.band_reference.is_file():
+            raise CLIError(f"{args.band_reference}: band-reference file not found")
     if args.band_points < 2:
         raise CLIError(f"--band-points {args.band_points}: need at least 2")
     dataset = Dataset(args.dataset)

@@ -9,6 +9,7 @@ import pytest
 from ase.build import molecule
 
 from ehpc.basis import Basis
+from ehpc.cli import CLIError
 from ehpc.cli import evaluate as evaluate_cli
 from ehpc.cli import report as report_cli
 from ehpc.dft import label_structure
@@ -63,6 +64,7 @@ def test_evaluate_writes_the_metrics_of_the_held_out_split(water_set, tmp_path, 
     (["--split", "val"], "no split 'val'"),
     (["--band-structure", "missing.extxyz"], "band-structure file not found"),
     (["--smearing", "cold:0.1"], "--smearing: smearing 'cold:0.1'"),
+    (["--band-reference", "bands.json"], "--band-reference: needs --band-structure"),
 ])
 def test_evaluate_bad_input_is_one_line(water_set, tmp_path, capsys, argv, message):
     data, model_path, _ = water_set
@@ -120,7 +122,7 @@ def test_band_comparison_writes_plot_and_consistent_json(tmp_path):
     kinetic = IntegralModel(basis, "kinetic").with_cutoff_for([14])
     args = argparse.Namespace(band_structure=cell, band_path="LGX", band_points=7,
                               kmesh=[2, 2, 2], conv_tol=1e-8, out_dir=tmp_path, plot_dir=tmp_path,
-                              smearing=None)
+                              smearing=None, band_reference=None)
     result = evaluate_cli.compare_bands(kinetic, args, "pbe")
     saved = json.loads((tmp_path / "bands.json").read_text())
     dft, model = np.array(saved["dft_eV"]), np.array(saved["model_eV"])
@@ -136,6 +138,26 @@ def test_band_comparison_writes_plot_and_consistent_json(tmp_path):
     assert result["gap_dft_eV"] == pytest.approx(dft[:, 4].min() - dft[:, 3].max())
     assert 0.0 < result["gap_dft_eV"] < 3.0  # silicon: a small gap in a minimal basis
     assert (tmp_path / "bands.png").stat().st_size > 0
+
+    # a second model on the same cell takes the DFT bands from this bands.json, no SCF
+    again = tmp_path / "again"
+    again.mkdir()
+    args.out_dir = args.plot_dir = again
+    args.band_reference = tmp_path / "bands.json"
+    other = IntegralModel(basis, "overlap", cutoff=kinetic.cutoff)
+    reused = evaluate_cli.compare_bands(other, args, "pbe")
+    second = json.loads((again / "bands.json").read_text())
+    assert second["dft_eV"] == saved["dft_eV"] and second["cutoff_dft_eV"] == saved["cutoff_dft_eV"]
+    assert reused["dft_seconds"] == 0.0 and reused["gap_dft_eV"] == result["gap_dft_eV"]
+    assert reused["model_mae_window_eV"] != pytest.approx(result["model_mae_window_eV"])
+    # ... and refuses it where the SCF would differ: another mesh, another cell
+    args.kmesh = [3, 3, 3]
+    with pytest.raises(CLIError, match="bands.json: .*another scf_kmesh"):
+        evaluate_cli.compare_bands(kinetic, args, "pbe")
+    args.kmesh = [2, 2, 2]
+    write(cell, bulk("Si", "diamond", a=5.50))
+    with pytest.raises(CLIError, match="bands.json: .*another cell"):
+        evaluate_cli.compare_bands(kinetic, args, "pbe")
 
 
 def test_report_gives_the_molecular_frontier_errors(tmp_path):
