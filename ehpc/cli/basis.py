@@ -8,8 +8,11 @@ with vectors handed to e3nn in the frame (y, z, x).
 ``--locality`` runs one PySCF SCF of a reference crystal (ASE's bulk structure of a single
 element, or ``--structure FILE``) and prints, for a range of pair cutoffs, how far the
 bands within 2 eV of E_F of H cut at that radius lie from the SCF's own bands: the
-truncation floor every label of that basis and cutoff would have.  Use it to choose a
-basis and cutoff before labelling anything.
+truncation floor every label of that basis and cutoff would have.  ``--kmesh-convergence
+N ...`` runs one SCF of that crystal per mesh N×N×N (N along the axes where ``--kmesh`` is
+above 1) and prints how far the levels near E_F at the lattice's special points lie from
+the densest mesh's: the k-mesh error every label on that mesh would carry.  Use them to
+choose a basis, cutoff and mesh before labelling anything.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from . import CLIError, run_main, summary
 PROG = "ehpc-basis"
 #: default pair cutoffs (Å) of the locality table
 DEFAULT_CUTOFFS = [5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0]
-#: floors (max error, meV) whose smallest sufficient cutoff the table names
+#: floors (max error, meV) whose smallest sufficient cutoff (or mesh) the tables name
 FLOOR_TARGETS_MEV = (10.0, 1.0)
 
 
@@ -37,9 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pseudo", default=None,
                         help="pseudopotential (default gth-pbe for gth-* bases)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    local = parser.add_argument_group("locality (--locality runs a PySCF SCF)")
+    local = parser.add_argument_group("crystal checks (each runs PySCF SCFs)")
     local.add_argument("--locality", action="store_true",
                        help="print the truncation floor against the pair cutoff for a crystal")
+    local.add_argument("--kmesh-convergence", type=int, nargs="+", default=None, metavar="N",
+                       help="print how the levels near E_F move with the SCF mesh, N points "
+                            "along each axis where --kmesh is above 1, e.g. 2 3 4 6")
     local.add_argument("--structure", type=Path, default=None, metavar="FILE",
                        help="reference crystal (any ase.io.read format); default: ASE's bulk "
                             "crystal of the single element given")
@@ -102,7 +108,8 @@ def reference_crystal(args: argparse.Namespace):
         atoms.info["name"] = args.structure.stem
         return atoms
     if len(args.elements) != 1:
-        raise CLIError("--locality with several elements needs --structure FILE (a crystal of them)")
+        raise CLIError("--locality and --kmesh-convergence with several elements need "
+                       "--structure FILE (a crystal of them)")
     symbol = args.elements[0]
     try:
         atoms = bulk(symbol)
@@ -129,6 +136,48 @@ def locality(args: argparse.Namespace, basis: Basis) -> dict:
     doc["gap"] = table.gap
     doc["cutoff_for_meV"] = {str(t): table.cutoff_for(t) for t in FLOOR_TARGETS_MEV}
     return doc
+
+
+def kmesh_convergence(args: argparse.Namespace, basis: Basis) -> dict:
+    from ..dft.mesh_convergence import mesh_table, scaled_meshes
+    from ..dft.scf import Smearing
+
+    if min(args.kmesh_convergence) < 1 or min(args.kmesh) < 1:
+        raise CLIError("--kmesh and --kmesh-convergence must be positive")
+    if len(set(args.kmesh_convergence)) < 2:
+        raise CLIError("--kmesh-convergence: give at least two meshes to compare")
+    try:
+        smearing = Smearing.parse(args.smearing) if args.smearing else None
+    except ValueError as err:
+        raise CLIError(f"--smearing: {err}") from None
+    atoms = reference_crystal(args)
+    meshes = scaled_meshes(args.kmesh_convergence, [k > 1 for k in args.kmesh])
+    table = mesh_table(atoms, basis, meshes, args.xc, atoms.info["name"], smearing)
+    doc = asdict(table)
+    doc["n_atoms"] = len(atoms)
+    doc["mesh_for_meV"] = {str(t): table.mesh_for(t) for t in FLOOR_TARGETS_MEV}
+    return doc
+
+
+def format_kmesh_convergence(doc: dict) -> str:
+    def mesh(k) -> str:
+        return "x".join(map(str, k))
+
+    densest = mesh(doc["rows"][-1]["kmesh"])
+    lines = [
+        f"{doc['basis']} in {doc['structure']} ({doc['n_atoms']} atoms): levels within 2 eV of "
+        f"E_F at {' '.join(doc['points'])} (bands {doc['bands'][0] + 1}-{doc['bands'][-1] + 1}) "
+        f"against the {densest} SCF mesh's, meV:",
+        f"{'SCF mesh':>9} {'MAE':>8} {'max':>8} {'E_F shift':>10} {'gap shift':>10} {'seconds':>8}",
+    ]
+    for row in doc["rows"]:
+        gap = "" if row["gap_shift_meV"] is None else f"{row['gap_shift_meV']:.1f}"
+        lines.append(f"{mesh(row['kmesh']):>9} {row['mae_meV']:8.1f} {row['max_meV']:8.1f} "
+                     f"{row['fermi_shift_meV']:10.1f} {gap:>10} {row['wall_time_s']:8.0f}")
+    for target, kmesh in doc["mesh_for_meV"].items():
+        where = mesh(kmesh) if kmesh is not None else f"none coarser than {densest}"
+        lines.append(f"levels ≤ {float(target):g} meV max from {densest}'s: {where}")
+    return "\n".join(lines)
 
 
 def format_locality(doc: dict) -> str:
@@ -162,6 +211,10 @@ def run(args: argparse.Namespace) -> int:
     if args.locality:
         doc = locality(args, basis)
         print(json.dumps(doc, indent=1) if args.json else format_locality(doc))
+    if args.kmesh_convergence:
+        doc = kmesh_convergence(args, basis)
+        print(json.dumps(doc, indent=1) if args.json else format_kmesh_convergence(doc))
+    if args.locality or args.kmesh_convergence:
         return 0
     info = describe(basis, args.elements)
     print(json.dumps(info, indent=1) if args.json else format_text(info))

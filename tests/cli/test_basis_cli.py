@@ -90,4 +90,47 @@ def test_locality_table_scores_cutoffs_against_the_scf(capsys):
 
 def test_locality_of_several_elements_needs_a_structure(capsys):
     assert basis_cli.main(["gth-szv", "Si", "O", "--locality"]) == 2
-    assert "needs --structure" in capsys.readouterr().err
+    assert "need --structure" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kmesh_convergence_scores_each_mesh_against_the_densest(capsys):
+    """``--kmesh-convergence 1 2`` on primitive Si in gth-szv: the Γ-only row's level at Γ
+    is that SCF's own eigenvalue (PySCF's RKS, run here apart), and a Γ-only density is
+    far from converged (levels hundreds of meV off), so no coarser mesh qualifies."""
+    from ase.build import bulk
+    from pyscf.pbc import dft
+
+    from ehpc.basis import Basis
+    from ehpc.dft.periodic import build_cell
+    from ehpc.units import HARTREE_TO_EV
+
+    assert basis_cli.main(["gth-szv", "Si", "--kmesh-convergence", "2", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [row["kmesh"] for row in doc["rows"]] == [[1, 1, 1], [2, 2, 2]]
+    assert doc["points"][0] == "G" and "X" in doc["points"] and "L" in doc["points"]
+    coarse = doc["rows"][0]
+    pcell = build_cell(bulk("Si"), Basis("gth-szv"), "si")
+    mf = dft.RKS(pcell.cell, xc="pbe").multigrid_numint()
+    mf.conv_tol = 1e-10
+    mf.kernel()
+    own = np.sort(mf.mo_energy)[doc["bands"]] * HARTREE_TO_EV
+    assert np.allclose(coarse["levels_eV"][0], own, atol=2e-3)  # SCF tolerances apart
+    assert coarse["max_meV"] > 200.0 and coarse["mae_meV"] > 100.0
+    assert doc["mesh_for_meV"] == {"10.0": None, "1.0": None}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kmesh-convergence", "3"], "give at least two meshes"),
+    (["--kmesh-convergence", "0", "2"], "must be positive"),
+])
+def test_kmesh_convergence_bad_input_is_one_line(capsys, argv, message):
+    assert basis_cli.main(["gth-szv", "Si", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_scaled_meshes_keep_the_vacuum_axis_at_one_point():
+    from ehpc.dft.mesh_convergence import scaled_meshes
+
+    assert scaled_meshes([6, 3, 3], [True, True, False]) == [(3, 3, 1), (6, 6, 1)]
