@@ -1,4 +1,4 @@
-"""Label one rattled cubic diamond-Si supercell at Γ with PySCF, for transfer scores.
+"""Label one rattled cubic diamond-Si supercell at Γ (or on a k-mesh) with PySCF, for transfer scores.
 
 The cell is what ``bench/accuracy.py`` labels for transfer (``rattled_supercells`` of the
 8-atom cubic cell, seed 1000 + repeat), at the basis, cutoff and rattle given here, so a
@@ -9,8 +9,9 @@ model trained elsewhere (e.g. the default workflow's) can be scored on it:
         --dataset bench/data/transfer/si64_00000_gth-dzvp-molopt-sr_gamma_c9_r0.03.h5 --out-dir E
 
 The label file is a one-structure dataset whose reference bands are the SCF's own Γ
-eigenvalues (the truth ``ehpc-evaluate`` scores against).  A rerun finds the finished
-label and stops.
+eigenvalues (the truth ``ehpc-evaluate`` scores against).  ``--kmesh K`` labels on a K×K×K
+mesh instead, e.g. the perfect 8-atom cell on the training cells' mesh (``--repeat 1
+--rattle 0 --kmesh 2``).  A rerun finds the finished label and stops.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="cubic repeats (2: 64 atoms)")
     parser.add_argument("--rattle", type=float, default=0.03, help="Å")
     parser.add_argument("--cutoff", type=float, default=9.0, help="Å, pairs kept")
+    parser.add_argument("--kmesh", type=int, default=1, help="SCF mesh K×K×K (1: Γ)")
     parser.add_argument("--basis", default="gth-dzvp-molopt-sr")
     parser.add_argument("--out", type=Path, default=BENCH / "data" / "transfer")
     args = parser.parse_args(argv)
@@ -45,8 +47,9 @@ def main(argv=None) -> int:
                               1000 + args.repeat, prefix=f"si{8 * args.repeat**3}")[0]
     name = cell.info["name"]
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{name}_{args.basis}_gamma_c{args.cutoff:g}_r{args.rattle:g}.h5"
-    info = label_cell(cell, Basis(args.basis), args.cutoff, (1, 1, 1), name, path)
+    mesh = "gamma" if args.kmesh == 1 else f"k{args.kmesh}{args.kmesh}{args.kmesh}"
+    path = args.out / f"{name}_{args.basis}_{mesh}_c{args.cutoff:g}_r{args.rattle:g}.h5"
+    info = label_cell(cell, Basis(args.basis), args.cutoff, (args.kmesh,) * 3, name, path)
     print(json.dumps({"file": str(path), **info}))
     return 0
 
