@@ -16,8 +16,8 @@
 #    TRAIN_MINUTES of Adam, default 15, then the readout fit with the band window at 27
 #    k-points of the cubic cell);
 # 4. bench/transfer_scores.sh: the model with and without the band terms on the held-out
-#    cell (split val), the band path of the primitive cell against an SCF on 4x4x4 (the
-#    mesh that samples the zone as the training cells' 2x2x2 does; ehpc-basis
+#    cell (split val), the band path of the primitive cell against an SCF on 4x4x4 (whose
+#    levels the training cells' 2x2x2 mesh matches to about 8 meV; ehpc-basis
 #    --kmesh-convergence), the perfect 8-atom cell and the two transfer cells.
 set -euo pipefail
 cd "$(dirname "$0")/.."
