@@ -119,16 +119,22 @@ def reference_crystal(args: argparse.Namespace):
     return atoms
 
 
+def reference_smearing(args: argparse.Namespace):
+    """The reference crystal's occupations from ``--smearing`` (None: integer)."""
+    from ..dft.scf import Smearing
+
+    try:
+        return Smearing.parse(args.smearing) if args.smearing else None
+    except ValueError as err:
+        raise CLIError(f"--smearing: {err}") from None
+
+
 def locality(args: argparse.Namespace, basis: Basis) -> dict:
     from ..dft.locality import locality_table
-    from ..dft.scf import Smearing
 
     if min(args.kmesh) < 1 or min(args.cutoffs) <= 0:
         raise CLIError("--kmesh and --cutoffs must be positive")
-    try:
-        smearing = Smearing.parse(args.smearing) if args.smearing else None
-    except ValueError as err:
-        raise CLIError(f"--smearing: {err}") from None
+    smearing = reference_smearing(args)
     atoms = reference_crystal(args)
     table = locality_table(atoms, basis, args.cutoffs, tuple(args.kmesh), args.xc,
                            atoms.info["name"], smearing)
@@ -140,16 +146,12 @@ def locality(args: argparse.Namespace, basis: Basis) -> dict:
 
 def kmesh_convergence(args: argparse.Namespace, basis: Basis) -> dict:
     from ..dft.mesh_convergence import mesh_table, scaled_meshes
-    from ..dft.scf import Smearing
 
     if min(args.kmesh_convergence) < 1 or min(args.kmesh) < 1:
         raise CLIError("--kmesh and --kmesh-convergence must be positive")
     if len(set(args.kmesh_convergence)) < 2:
         raise CLIError("--kmesh-convergence: give at least two meshes to compare")
-    try:
-        smearing = Smearing.parse(args.smearing) if args.smearing else None
-    except ValueError as err:
-        raise CLIError(f"--smearing: {err}") from None
+    smearing = reference_smearing(args)
     atoms = reference_crystal(args)
     meshes = scaled_meshes(args.kmesh_convergence, [k > 1 for k in args.kmesh])
     table = mesh_table(atoms, basis, meshes, args.xc, atoms.info["name"], smearing)
