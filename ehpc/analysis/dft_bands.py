@@ -12,11 +12,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import scipy.linalg
 from ase import Atoms
 
 from ..basis import Basis
-from ..dft.periodic import build_cell, crystal_record, fock_at_kpts, run_krks
+from ..dft.periodic import build_cell, crystal_record, levels_at_kpts, run_krks
 from ..dft.scf import SCF_CONV_TOL, SCF_MAX_CYCLE, Smearing, fermi_and_frontier
 from ..units import HARTREE_TO_EV
 from .bands import bands_with_exact_overlap
@@ -78,12 +77,7 @@ def dft_bands(
     mf = run_krks(pcell, xc, kmesh, name, conv_tol, max_cycle, smearing)
     cell = pcell.cell
     kpts_frac = np.atleast_2d(np.asarray(kpts_frac, dtype=np.float64))
-    # PySCF's lattice vector a is the caller's order[a]; so are the reciprocal vectors
-    kpts_abs = cell.get_abs_kpts(kpts_frac[:, list(pcell.order)])  # [n_k, 3] 1/Bohr
-    fock = fock_at_kpts(mf, kpts_abs)  # [n_k, nao, nao] Hartree
-    overlap = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kpts_abs))  # [n_k, nao, nao]
-    energies = np.array([scipy.linalg.eigh(f, s, eigvals_only=True)
-                         for f, s in zip(fock, overlap.reshape(fock.shape))])  # [n_k, nao]
+    energies = levels_at_kpts(mf, pcell, kpts_frac)  # [n_k, nao] Hartree
     truncated = None
     if cutoff is not None:
         record = crystal_record(atoms, basis, mf, pcell, cutoff, name, xc, kmesh,

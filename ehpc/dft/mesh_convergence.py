@@ -17,12 +17,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
 from ase import Atoms
 
 from ..basis import Basis
 from ..units import HARTREE_TO_EV
-from .periodic import build_cell, fock_at_kpts, run_krks
+from .periodic import build_cell, levels_at_kpts, run_krks
 from .scf import SCF_CONV_TOL, Smearing, fermi_and_frontier
 
 #: levels within this distance of the densest mesh's E_F are compared (eV), as the floor
@@ -86,26 +85,20 @@ def mesh_table(atoms: Atoms, basis: Basis, meshes, xc: str = "pbe", name: str = 
     """The levels near E_F at the special points of ``atoms`` for each SCF mesh in
     ``meshes`` (coarse to dense), scored against the last one's."""
     names, kpts_frac = special_points(atoms)
+    pcell = build_cell(atoms, basis, name)
     results = []
     for kmesh in meshes:
         start = time.perf_counter()
-        pcell = build_cell(atoms, basis, name)
         mf = run_krks(pcell, xc, kmesh, f"{name} {'x'.join(map(str, kmesh))}", conv_tol,
                       smearing=smearing)
-        cell = pcell.cell
-        kpts_abs = cell.get_abs_kpts(kpts_frac[:, list(pcell.order)])  # [n_points, 3] 1/Bohr
-        fock = fock_at_kpts(mf, kpts_abs)  # [n_points, nao, nao] Hartree
-        overlap = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kpts_abs))
-        levels = np.array([scipy.linalg.eigh(f, s, eigvals_only=True)
-                           for f, s in zip(fock, overlap.reshape(fock.shape))]) * HARTREE_TO_EV
+        levels = levels_at_kpts(mf, pcell, kpts_frac) * HARTREE_TO_EV  # [n_points, nao_cell]
         fermi = fermi_and_frontier(mf)[0] * HARTREE_TO_EV
-        results.append((tuple(int(k) for k in kmesh), fermi, levels,
-                        time.perf_counter() - start, int(cell.nelectron)))
+        results.append((tuple(int(k) for k in kmesh), fermi, levels, time.perf_counter() - start))
     dense_fermi, dense = results[-1][1], results[-1][2]  # [n_points, nao_cell]
     bands = np.flatnonzero((np.abs(dense - dense_fermi) <= WINDOW_EV).any(axis=0))
-    n_occ = None if smearing is not None else results[-1][4] // 2
+    n_occ = None if smearing is not None else int(pcell.cell.nelectron) // 2
     table = MeshTable(basis.name, name, names, bands.tolist())
-    for kmesh, fermi, levels, seconds, _ in results:
+    for kmesh, fermi, levels, seconds in results:
         shift = np.abs(levels[:, bands] - dense[:, bands]) * 1e3  # [n_points, n_bands] meV
         gap_shift = None
         if n_occ is not None:

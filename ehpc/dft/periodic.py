@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
 from ase import Atoms
 
 from ..basis import Basis
@@ -350,6 +351,20 @@ def fock_at_kpts(mf, kpts_abs: np.ndarray) -> np.ndarray:
     local = matrices_at_kpts(cell, local_potential_g(mf), kpts_abs)  # [n_k, nao, nao]
     return kinetic + short_range_pseudopotential(cell, kpts_abs) + local
 
+
+
+def levels_at_kpts(mf, pcell: PySCFCell, kpts_frac: np.ndarray) -> np.ndarray:
+    """Kohn-Sham levels of the converged density at fractional k (in the caller's
+    reciprocal vectors), non-self-consistent as ``get_bands``: ascending, in Hartree.
+    # [n_k, nao]"""
+    cell = pcell.cell
+    kpts_frac = np.atleast_2d(np.asarray(kpts_frac, dtype=np.float64))
+    # PySCF's lattice vector a is the caller's order[a]; so are the reciprocal vectors
+    kpts_abs = cell.get_abs_kpts(kpts_frac[:, list(pcell.order)])  # [n_k, 3] 1/Bohr
+    fock = fock_at_kpts(mf, kpts_abs)  # [n_k, nao, nao] Hartree
+    overlap = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kpts_abs))
+    return np.array([scipy.linalg.eigh(f, s, eigvals_only=True)
+                     for f, s in zip(fock, overlap.reshape(fock.shape))])
 
 class RealSpaceFock:
     """H(R) of the converged density, transformed back from a half band mesh.
