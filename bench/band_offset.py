@@ -22,7 +22,7 @@ import numpy as np
 
 from ehpc.analysis.bands import bands_with_exact_overlap
 from ehpc.analysis.evaluate import predict_record
-from ehpc.dft.floor import FLOOR_WINDOW_EV
+from ehpc.dft.floor import window_errors
 from ehpc.io.dataset import Dataset
 from ehpc.nn.model import HamiltonianModel
 
@@ -46,8 +46,8 @@ def label_rows(model_path: Path, paths: list[Path]) -> list[str]:
             ml = bands_with_exact_overlap(record.atom_pairs, predict_record(model, record),
                                           record.to_atoms(), dataset.basis,
                                           record.reference_kpts, name=record.name)
-            inside = np.abs(truth - float(record.attrs["fermi_level"])) <= FLOOR_WINDOW_EV
-            rows.append(row(record.name, (ml - truth)[inside] * 1e3))
+            error = window_errors(ml, truth, float(record.attrs["fermi_level"]))
+            rows.append(row(record.name, error * 1e3))
     return rows
 
 
@@ -56,8 +56,8 @@ def path_rows(paths: list[Path]) -> list[str]:
     for path in paths:
         bands = json.loads(path.read_text())
         truth, ml = np.array(bands["dft_eV"]), np.array(bands["model_eV"])  # [n_k, n_bands]
-        inside = np.abs(truth - bands["fermi_level_dft_eV"]) <= FLOOR_WINDOW_EV
-        rows.append(row(path.parent.name, (ml - truth)[inside] * 1e3))
+        error = window_errors(ml, truth, bands["fermi_level_dft_eV"])
+        rows.append(row(path.parent.name, error * 1e3))
     return rows
 
 

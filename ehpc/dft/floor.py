@@ -84,6 +84,14 @@ def floor_kpoints(weights: np.ndarray, nao: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_half - 1, n_k).round().astype(int))
 
 
+def window_errors(cut: np.ndarray, true: np.ndarray, fermi: float,
+                  window: float = FLOOR_WINDOW_EV) -> np.ndarray:
+    """Signed errors ``cut - true`` (eV) of the bands whose reference lies within
+    ``window`` of ``fermi``, the levels every band score here compares.   # [n_inside]"""
+    cut, true = np.atleast_2d(cut), np.atleast_2d(true)
+    return (cut - true)[np.abs(true - fermi) <= window]
+
+
 def band_error(cut: np.ndarray, true: np.ndarray, fermi: float, n_occupied: int | None,
                window: float = FLOOR_WINDOW_EV) -> tuple[float, float, float, float, float]:
     """(MAE, max, HOMO shift, LUMO shift, gap shift) in meV of ``cut`` against ``true`` bands.
@@ -96,8 +104,7 @@ def band_error(cut: np.ndarray, true: np.ndarray, fermi: float, n_occupied: int 
         window: bands whose reference lies within this of ``fermi`` are compared.
     """
     cut, true = np.atleast_2d(cut), np.atleast_2d(true)
-    inside = np.abs(true - fermi) <= window  # [n_k, n_bands]
-    diff = np.abs(cut - true)[inside]
+    diff = np.abs(window_errors(cut, true, fermi, window))
     mae = float(diff.mean()) * EV_TO_MEV if diff.size else float("nan")
     worst = float(diff.max()) * EV_TO_MEV if diff.size else float("nan")
     if n_occupied is None or not 0 < n_occupied < true.shape[1]:

@@ -21,11 +21,9 @@ from ase import Atoms
 
 from ..basis import Basis
 from ..units import HARTREE_TO_EV
+from .floor import FLOOR_WINDOW_EV
 from .periodic import build_cell, levels_at_kpts, run_krks
 from .scf import SCF_CONV_TOL, Smearing, fermi_and_frontier
-
-#: levels within this distance of the densest mesh's E_F are compared (eV), as the floor
-WINDOW_EV = 2.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,8 @@ def mesh_table(atoms: Atoms, basis: Basis, meshes, xc: str = "pbe", name: str = 
         fermi = fermi_and_frontier(mf)[0] * HARTREE_TO_EV
         results.append((tuple(int(k) for k in kmesh), fermi, levels, time.perf_counter() - start))
     dense_fermi, dense = results[-1][1], results[-1][2]  # [n_points, nao_cell]
-    bands = np.flatnonzero((np.abs(dense - dense_fermi) <= WINDOW_EV).any(axis=0))
+    # the bands with a level within the floor's window of the densest mesh's E_F
+    bands = np.flatnonzero((np.abs(dense - dense_fermi) <= FLOOR_WINDOW_EV).any(axis=0))
     n_occ = None if smearing is not None else int(pcell.cell.nelectron) // 2
     table = MeshTable(basis.name, name, names, bands.tolist())
     for kmesh, fermi, levels, seconds in results:
