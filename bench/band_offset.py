@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ehpc.analysis.bands import bands_with_exact_overlap
-from ehpc.analysis.evaluate import predict_record
+from ehpc.analysis.evaluate import crystal_bands, predict_record
 from ehpc.dft.floor import window_errors
 from ehpc.io.dataset import Dataset
 from ehpc.nn.model import HamiltonianModel
@@ -40,14 +39,10 @@ def label_rows(model_path: Path, paths: list[Path]) -> list[str]:
     for path in paths:
         dataset = Dataset(path)
         for record in dataset:
-            if record.reference_bands is None:
-                continue
-            truth = np.asarray(record.reference_bands)  # [n_k, nao_cell] eV
-            ml = bands_with_exact_overlap(record.atom_pairs, predict_record(model, record),
-                                          record.to_atoms(), dataset.basis,
-                                          record.reference_kpts, name=record.name)
-            error = window_errors(ml, truth, float(record.attrs["fermi_level"]))
-            rows.append(row(record.name, error * 1e3))
+            bands = crystal_bands(record, predict_record(model, record), dataset.basis)
+            if bands is not None:
+                error = window_errors(bands.model, bands.truth, bands.fermi)
+                rows.append(row(record.name, error * 1e3))
     return rows
 
 

@@ -111,28 +111,34 @@ def reference_inputs(atoms: Atoms, basis: Basis, xc: str, kmesh, kpts_frac: np.n
 
 
 def reference_record(reference: ReferenceBands, inputs: dict) -> dict:
-    """``reference`` and the inputs it came from, as JSON values for :func:`reused_reference`."""
+    """``reference`` and the inputs it came from, as the JSON keys of a ``bands.json``:
+    the bands themselves (``dft_eV``, ``cutoff_dft_eV``, read by plots and tools) and a
+    ``reference`` entry with the inputs and scalars that :func:`reused_reference` needs."""
     return {
-        "inputs": inputs, "energies_eV": reference.energies.tolist(),
-        "truncated_eV": None if reference.truncated is None else reference.truncated.tolist(),
-        "fermi_level_eV": reference.fermi_level, "homo_eV": reference.homo,
-        "lumo_eV": reference.lumo, "n_electrons": reference.n_electrons,
-        "wall_time_s": reference.wall_time_s,
+        "dft_eV": reference.energies.tolist(),
+        "cutoff_dft_eV": None if reference.truncated is None else reference.truncated.tolist(),
+        "reference": {
+            "inputs": inputs, "fermi_level_eV": reference.fermi_level,
+            "homo_eV": reference.homo, "lumo_eV": reference.lumo,
+            "n_electrons": reference.n_electrons, "wall_time_s": reference.wall_time_s,
+        },
     }
 
 
 def reused_reference(saved: dict, inputs: dict, where: str) -> ReferenceBands:
-    """The reference bands of ``saved`` (a :func:`reference_record`), if they were computed
-    from ``inputs``; coordinates and k-points agree to 1e-8, everything else exactly.
+    """The reference bands of ``saved`` (a ``bands.json`` holding a :func:`reference_record`),
+    if they were computed from ``inputs``; coordinates and k-points agree to 1e-8,
+    everything else exactly.
 
     Raises:
         ValueError: one line naming ``where`` and the first input that differs.
     """
-    if not isinstance(saved, dict) or "inputs" not in saved:
+    record = saved.get("reference") if isinstance(saved, dict) else None
+    if not isinstance(record, dict) or "inputs" not in record or "dft_eV" not in saved:
         raise ValueError(f"{where}: holds no reference bands (write it with ehpc-evaluate "
                          "--band-structure)")
     for key, value in inputs.items():
-        old = saved["inputs"].get(key)
+        old = record["inputs"].get(key)
         if key in ("cell", "positions", "kpts_frac"):
             same = old is not None and np.shape(old) == np.shape(value) and np.allclose(
                 old, value, rtol=0.0, atol=1e-8)
@@ -142,11 +148,11 @@ def reused_reference(saved: dict, inputs: dict, where: str) -> ReferenceBands:
             raise ValueError(f"{where}: its reference bands were computed with another {key} "
                              f"({old!r:.60} here, this evaluation needs {value!r:.60}); "
                              "drop the reference to recompute them")
-    truncated = saved["truncated_eV"]
+    truncated = saved.get("cutoff_dft_eV")
     return ReferenceBands(
-        energies=np.asarray(saved["energies_eV"], dtype=np.float64),
+        energies=np.asarray(saved["dft_eV"], dtype=np.float64),
         truncated=None if truncated is None else np.asarray(truncated, dtype=np.float64),
-        fermi_level=float(saved["fermi_level_eV"]), homo=float(saved["homo_eV"]),
-        lumo=float(saved["lumo_eV"]), n_electrons=int(saved["n_electrons"]),
+        fermi_level=float(record["fermi_level_eV"]), homo=float(record["homo_eV"]),
+        lumo=float(record["lumo_eV"]), n_electrons=int(record["n_electrons"]),
         wall_time_s=0.0,
     )

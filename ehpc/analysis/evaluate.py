@@ -175,28 +175,51 @@ class TruthErrors:
     total: tuple
 
 
-def score_against_truth(record: HamiltonianRecord, predicted: np.ndarray, basis
-                        ) -> TruthErrors | None:
-    """Floor, model and total band errors of a crystal record (None without reference bands).
+@dataclass
+class CrystalBands:
+    """One crystal's bands at its reference k-points, eV, each ``[n_k, nao_cell]``:
+    the SCF's own (``truth``), DFT's blocks cut at the pair radius (``cut``) and the
+    model's (``model``), the last two solved with the exact lattice-summed S."""
 
-    Both block sets are solved with the exact lattice-summed S, as at inference.
-    """
-    from ..dft.floor import band_error
+    truth: np.ndarray
+    cut: np.ndarray
+    model: np.ndarray
+    #: the SCF's Fermi level, eV
+    fermi: float
+    #: doubly occupied levels per cell; None when smeared (no integer filling)
+    n_occupied: int | None
+
+
+def crystal_bands(record: HamiltonianRecord, predicted: np.ndarray, basis
+                  ) -> CrystalBands | None:
+    """The true, cut-DFT and model bands of a crystal record (None without reference bands)."""
     from .bands import bands_with_exact_overlap, exact_overlap
 
     if record.reference_bands is None or not np.asarray(record.pbc).any():
         return None
     atoms, kpts = record.to_atoms(), record.reference_kpts
-    truth = np.asarray(record.reference_bands)  # [n_k, nao_cell]
     overlap = exact_overlap(atoms, basis)  # computed once for both block sets
     cut = bands_with_exact_overlap(record.atom_pairs, record.hamiltonian, atoms, basis, kpts,
                                    name=record.name, overlap=overlap)
     ml = bands_with_exact_overlap(record.atom_pairs, predicted, atoms, basis, kpts,
                                   name=record.name, overlap=overlap)
-    fermi = float(record.attrs["fermi_level"])
     n_occ = None if record.attrs.get("smearing") else int(record.attrs["n_electrons"]) // 2
-    return TruthErrors(record.name, band_error(cut, truth, fermi, n_occ),
-                       band_error(ml, cut, fermi, n_occ), band_error(ml, truth, fermi, n_occ))
+    return CrystalBands(np.asarray(record.reference_bands), cut, ml,
+                        float(record.attrs["fermi_level"]), n_occ)
+
+
+def score_against_truth(record: HamiltonianRecord, predicted: np.ndarray, basis
+                        ) -> TruthErrors | None:
+    """Floor, model and total band errors of a crystal record (None without reference bands)."""
+    from ..dft.floor import band_error
+
+    bands = crystal_bands(record, predicted, basis)
+    if bands is None:
+        return None
+    fermi, n_occ = bands.fermi, bands.n_occupied
+    return TruthErrors(record.name, band_error(bands.cut, bands.truth, fermi, n_occ),
+                       band_error(bands.model, bands.cut, fermi, n_occ),
+                       band_error(bands.model, bands.truth, fermi, n_occ))
 
 
 def summarise_truth(scores: list[TruthErrors]) -> dict | None:

@@ -171,9 +171,9 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
                               model.cutoff, args.smearing)
     if args.band_reference is not None:
         try:
-            saved = json.loads(args.band_reference.read_text()).get("reference")
+            saved = json.loads(args.band_reference.read_text())
             reference = reused_reference(saved, inputs, str(args.band_reference))
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CLIError(f"{args.band_reference}: not a bands.json of ehpc-evaluate ({err})")
         except ValueError as err:
             raise CLIError(str(err)) from None
@@ -216,8 +216,7 @@ def compare_bands(model, args: argparse.Namespace, xc: str) -> dict:
                          title=f"{atoms.get_chemical_formula()}: model vs DFT")
     write_json(args.out_dir / "bands.json", {
         **result, "x": path.x.tolist(), "ticks": path.ticks, "kpts_frac": path.kpts.tolist(),
-        "dft_eV": reference.energies.tolist(), "cutoff_dft_eV": reference.truncated.tolist(),
-        "model_eV": predicted.tolist(), "reference": reference_record(reference, inputs)})
+        "model_eV": predicted.tolist(), **reference_record(reference, inputs)})
     return result
 
 

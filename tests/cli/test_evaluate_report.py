@@ -158,6 +158,11 @@ def test_band_comparison_writes_plot_and_consistent_json(tmp_path):
     write(cell, bulk("Si", "diamond", a=5.50))
     with pytest.raises(CLIError, match="bands.json: .*another cell"):
         evaluate_cli.compare_bands(kinetic, args, "pbe")
+    # a JSON that is not an evaluation's bands.json is one line, not a traceback
+    for text in ('[1, 2]', json.dumps({"dft_eV": saved["dft_eV"]})):
+        args.band_reference.write_text(text)
+        with pytest.raises(CLIError, match="bands.json: holds no reference bands"):
+            evaluate_cli.compare_bands(kinetic, args, "pbe")
 
 
 def test_report_gives_the_molecular_frontier_errors(tmp_path):
