@@ -10,7 +10,8 @@
 # 1. bench/accuracy.py labels 6 rattled (0.03 Å, as the transfer cells) and strained (1 %)
 #    8-atom cubic cells, PBE, gth-dzvp-molopt-sr, pairs within 9 Å, on a KMESH³ mesh
 #    (default 2; 3 is the mesh the 216-atom cell samples at Γ), split 5/1/0, cached in
-#    bench/data/si8r03 (KMESH=3: si8r03k3; 7-8 min per cell on 2 cores at 2x2x2);
+#    bench/data/si8r03 (KMESH=3: si8r03k3; 7-8 min per cell on 2 cores at 2x2x2, 7-9 min
+#    on one core at 3x3x3 beside another label);
 # 2. bench/label_supercell.py labels the 64- and 216-atom transfer cells at Γ (7 min; the
 #    216-atom cell 37 min from an SCF checkpoint, longer from nothing, 8 GB), cached in
 #    bench/data/transfer; a rerun resumes the SCF from its checkpoint; and the perfect
