@@ -352,7 +352,6 @@ def fock_at_kpts(mf, kpts_abs: np.ndarray) -> np.ndarray:
     return kinetic + short_range_pseudopotential(cell, kpts_abs) + local
 
 
-
 def levels_at_kpts(mf, pcell: PySCFCell, kpts_frac: np.ndarray) -> np.ndarray:
     """Kohn-Sham levels of the converged density at fractional k (in the caller's
     reciprocal vectors), non-self-consistent as ``get_bands``: ascending, in Hartree.
@@ -365,6 +364,7 @@ def levels_at_kpts(mf, pcell: PySCFCell, kpts_frac: np.ndarray) -> np.ndarray:
     overlap = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kpts_abs))
     return np.array([scipy.linalg.eigh(f, s, eigvals_only=True)
                      for f, s in zip(fock, overlap.reshape(fock.shape))])
+
 
 class RealSpaceFock:
     """H(R) of the converged density, transformed back from a half band mesh.
